@@ -1,0 +1,135 @@
+"""MNIST as a LightningDataModule: provisioning, a fixed train/val split, in-memory batches, per-batch normalization.
+
+Each split is kept as one uint8 tensor and a whole batch is fetched with one indexing operation; normalization
+runs once per batch on the batch's device. Per-sample PIL transforms are what make the tutorials' loops slow.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+import lightning as L
+import torch
+from jsonargparse.typing import NonNegativeInt, PositiveInt
+from lightning.pytorch.utilities import rank_zero_info
+from torch.utils.data import DataLoader, Dataset
+from torchvision.datasets import MNIST
+
+from mnist_lit.provision import OFFICIAL_PINS, Pin, provision
+
+Normalization = Literal["unit", "x255", "mnist", "half"]
+
+# (mean, std) applied to pixels scaled to 0–1: the tutorials' ToTensor(), ToTensor()×255, Normalize((0.1307,),
+# (0.3081,)) and Normalize((0.5,), (0.5,)).
+NORMALIZATIONS: dict[str, tuple[float, float]] = {
+    "unit": (0.0, 1.0),
+    "x255": (0.0, 1 / 255),
+    "mnist": (0.1307, 0.3081),
+    "half": (0.5, 0.5),
+}
+
+TRAIN_SIZE = 60_000
+
+
+def normalize(images: torch.Tensor, normalization: str) -> torch.Tensor:
+    """uint8 images (N, 28, 28) or (N, 1, 28, 28) → float32 (N, 1, 28, 28) as the recipe's network expects."""
+    mean, std = NORMALIZATIONS[normalization]
+    x = images.reshape(-1, 1, *images.shape[-2:]).float()
+    return (x / 255 - mean) / std
+
+
+def _keep_batch(batch):
+    """The dataset already returns a whole batch, so there is nothing to collate."""
+    return batch
+
+
+class InMemoryMNIST(Dataset):
+    """A split held as two tensors; ``__getitems__`` lets a DataLoader fetch a batch with one index operation."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+        self.images, self.labels = images, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.images[index], self.labels[index]
+
+    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        index = torch.as_tensor(indices)
+        return self.images[index], self.labels[index]
+
+
+class MNISTDataModule(L.LightningDataModule):
+    """MNIST: 55,000 train / 5,000 validation from the official 60,000 (fixed split), plus the official test set."""
+
+    pins: dict[str, Pin] = dict(OFFICIAL_PINS)  # tests may point this at tiny files they generate
+
+    def __init__(
+        self,
+        data_dir: str = os.environ.get("MNIST_LIT_DATA_DIR", "data"),
+        batch_size: PositiveInt = 64,
+        val_size: PositiveInt = 5_000,
+        split_seed: int = 0,
+        normalization: Normalization = "mnist",
+        eval_batch_size: PositiveInt = 1_000,
+        num_workers: NonNegativeInt = 0,
+    ) -> None:
+        """
+        Args:
+            data_dir: folder holding ``MNIST/raw`` (default: $MNIST_LIT_DATA_DIR, else ``data``).
+            batch_size: training batch size.
+            val_size: images of the official training set held out for validation.
+            split_seed: seed of the train/validation split; the same seed gives the same split everywhere.
+            normalization: unit = pixels in 0–1; x255 = raw 0–255; mnist = mean/std 0.1307/0.3081;
+                half = mean/std 0.5/0.5.
+            eval_batch_size: batch size for validation, test and predict (it does not change any metric).
+            num_workers: DataLoader worker processes; 0 is fastest, the data is already in memory.
+        """
+        super().__init__()
+        self.save_hyperparameters()
+        self.train_set: InMemoryMNIST | None = None
+        self.val_set: InMemoryMNIST | None = None
+        self.test_set: InMemoryMNIST | None = None
+
+    @property
+    def raw_dir(self) -> Path:
+        return Path(self.hparams.data_dir) / "MNIST" / "raw"
+
+    def prepare_data(self) -> None:
+        source = provision(self.raw_dir, self.pins)
+        rank_zero_info(f"MNIST: served by {source}")
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        train = MNIST(self.hparams.data_dir, train=True)
+        test = MNIST(self.hparams.data_dir, train=False)
+        order = torch.randperm(len(train.targets), generator=torch.Generator().manual_seed(self.hparams.split_seed))
+        val_idx, train_idx = order[: self.hparams.val_size], order[self.hparams.val_size :]
+        self.train_set = InMemoryMNIST(train.data[train_idx], train.targets[train_idx])
+        self.val_set = InMemoryMNIST(train.data[val_idx], train.targets[val_idx])
+        self.test_set = InMemoryMNIST(test.data, test.targets)
+
+    def _loader(self, dataset: InMemoryMNIST, batch_size: int, shuffle: bool = False) -> DataLoader:
+        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, collate_fn=_keep_batch,
+                          num_workers=self.hparams.num_workers, persistent_workers=self.hparams.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, self.hparams.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> list[DataLoader]:
+        """The validation split and the official test set, so both are scored after every epoch."""
+        return [self._loader(s, self.hparams.eval_batch_size) for s in (self.val_set, self.test_set)]
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, self.hparams.eval_batch_size)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.test_dataloader()
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        images, labels = batch
+        return normalize(images, self.hparams.normalization), labels

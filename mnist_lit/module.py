@@ -1,0 +1,85 @@
+"""One LightningModule for every network: cross-entropy, torchmetrics accuracy per stage, the tutorial optimizers."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import lightning as L
+import torch
+from jsonargparse.typing import NonNegativeFloat, PositiveFloat
+from lightning.pytorch.loggers import TensorBoardLogger
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
+
+from mnist_lit.nets import NetName, build_net
+
+STAGES = ("train", "val", "test")
+
+
+class MNISTClassifier(L.LightningModule):
+    """Wraps a network from ``mnist_lit.nets`` by name, so a checkpoint alone rebuilds it."""
+
+    def __init__(
+        self,
+        net: NetName = "cnn3block",
+        optimizer: Literal["sgd", "adam"] = "adam",
+        lr: PositiveFloat = 1e-3,
+        momentum: NonNegativeFloat = 0.0,
+        weight_decay: NonNegativeFloat = 0.0,
+    ) -> None:
+        """
+        Args:
+            net: which tutorial network to train (see ``mnist_lit.nets``).
+            optimizer: ``sgd`` or ``adam``, as the tutorials use them.
+            lr: learning rate.
+            momentum: SGD momentum (ignored by Adam).
+            weight_decay: L2 penalty added by the optimizer.
+        """
+        super().__init__()
+        self.save_hyperparameters()
+        self.net = build_net(net)
+        self.loss = nn.CrossEntropyLoss()
+        self.accuracy = nn.ModuleDict({f"{stage}_acc": MulticlassAccuracy(num_classes=10) for stage in STAGES})
+        self.confusion = MulticlassConfusionMatrix(num_classes=10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def _step(self, batch, stage: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Loss and logits of one batch; metrics are accumulated on the device and logged once per epoch."""
+        images, labels = batch
+        logits = self(images)
+        loss = self.loss(logits, labels)
+        self.accuracy[f"{stage}_acc"](logits, labels)
+        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, add_dataloader_idx=False)
+        self.log(f"{stage}/acc", self.accuracy[f"{stage}_acc"], on_step=False, on_epoch=True, prog_bar=True,
+                 add_dataloader_idx=False)
+        return loss, logits
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train")[0]
+
+    def validation_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        """Dataloader 0 is the validation split, 1 the official test set (scored every epoch, as the tutorials do)."""
+        self._step(batch, STAGES[1 + dataloader_idx])
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        _, logits = self._step(batch, "test")
+        self.confusion(logits, batch[1])
+
+    def on_test_epoch_end(self) -> None:
+        if isinstance(self.logger, TensorBoardLogger):
+            figure, _ = self.confusion.plot(labels=list(range(10)))
+            self.logger.experiment.add_figure("test/confusion_matrix", figure, self.global_step)
+        self.confusion.reset()
+
+    def predict_step(self, batch, batch_idx: int) -> dict[str, torch.Tensor]:
+        images = batch[0] if isinstance(batch, (tuple, list)) else batch
+        probs = self(images).softmax(dim=1)
+        return {"digit": probs.argmax(dim=1), "probs": probs}
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        hp = self.hparams
+        if hp.optimizer == "sgd":
+            return torch.optim.SGD(self.parameters(), lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
+        return torch.optim.Adam(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
