@@ -21,11 +21,8 @@ from mnist_lit.nets import NETS
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 
-class UsageError(SystemExit):
-    """A one-line message for the user and exit status 2, like argparse's own errors."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(f"error: {message}")
+class UsageError(Exception):
+    """Bad input from the user: reported as one line, exit status 2 (as argparse does), no traceback."""
 
 
 def expand_recipes(args: list[str]) -> list[str]:
@@ -78,10 +75,15 @@ class MNISTCLI(LightningCLI):
 
 
 def main(args: list[str] | None = None) -> None:
+    try:
+        args = expand_recipes(sys.argv[1:] if args is None else args)
+    except UsageError as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
     MNISTCLI(
         MNISTClassifier,
         MNISTDataModule,
-        args=expand_recipes(sys.argv[1:] if args is None else args),
+        args=args,
         seed_everything_default=0,
         save_config_kwargs={"overwrite": True},
         trainer_defaults={

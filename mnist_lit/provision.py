@@ -6,6 +6,7 @@ crash or a full disk never leaves a half-written file where the loader would rea
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import hashlib
 import io
@@ -101,6 +102,7 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
         ("numpy._core.multiarray", "_reconstruct"),
         ("numpy", "ndarray"),
         ("numpy", "dtype"),
+        ("_codecs", "encode"),  # how Python 3 writes bytes in protocol 2; turns a str into bytes, nothing more
     }
 
     def find_class(self, module: str, name: str) -> object:
@@ -108,6 +110,8 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
             raise pickle.UnpicklingError(f"refused to load {module}.{name} from a pickle")
         if name == "_reconstruct":
             return np.ndarray.__reduce__(np.zeros(0))[0]  # numpy's own _reconstruct, wherever numpy keeps it
+        if module == "_codecs":
+            return codecs.encode
         return getattr(np, name)
 
 

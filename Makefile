@@ -1,0 +1,22 @@
+# Two entry points, both starting from nothing: `make fit` trains, `make test` runs the test suite.
+# Each creates .venv with pip on first use and refreshes it when pyproject.toml changes.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+MODEL ?= mlp
+ARGS ?=
+
+.PHONY: venv fit test bench
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+fit: venv
+	$(PY) -m mnist_lit.cli fit --model $(MODEL) $(ARGS)
+
+test: venv
+	$(PY) -m pytest $(ARGS)

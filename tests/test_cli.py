@@ -1,0 +1,80 @@
+"""The CLI as a user runs it: a subprocess, real MNIST, real TensorBoard files and checkpoints."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from mnist_lit.module import MNISTClassifier
+
+TINY = ["--trainer.max_epochs", "2", "--trainer.limit_train_batches", "5", "--trainer.limit_val_batches", "1",
+        "--trainer.limit_test_batches", "1", "--trainer.enable_progress_bar", "false"]
+
+
+def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mnist_lit.cli", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_fit_writes_checkpoints_events_and_config(tmp_path, mnist_dir):
+    run = cli("fit", "--model", "cnn3block", "--data.data_dir", mnist_dir, *TINY, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    version = tmp_path / "lightning_logs" / "cnn3block" / "version_0"
+    checkpoints = sorted(p.name for p in (version / "checkpoints").iterdir())
+    best = [name for name in checkpoints if name.startswith("epoch=")]
+    assert len(best) == 1 and "last.ckpt" in checkpoints, checkpoints
+    assert best[0].split("-test_acc=")[1].removesuffix(".ckpt").replace(".", "").isdigit()
+    assert f"best checkpoint: lightning_logs/cnn3block/version_0/checkpoints/{best[0]}" in run.stdout
+    assert "test accuracy: 0." in run.stdout
+    assert "Total params: 103,162" in run.stdout  # the torchinfo summary
+
+    config = yaml.safe_load((version / "config.yaml").read_text())
+    assert config["model"]["net"] == "cnn3block" and config["model"]["lr"] == 0.005
+    assert config["data"]["normalization"] == "unit" and config["seed_everything"] == 0
+
+    events = EventAccumulator(str(version)).Reload()
+    scalars = set(events.Tags()["scalars"])
+    assert {"train/loss", "train/acc", "val/loss", "val/acc", "test/acc", "test/loss", "hp_metric"} <= scalars
+    assert len(events.Scalars("val/acc")) == 2 and len(events.Scalars("test/acc")) >= 2  # per epoch, + final test
+    hp_metric = events.Scalars("hp_metric")[-1].value
+    assert hp_metric == pytest.approx(max(e.value for e in events.Scalars("test/acc")[:2]), abs=1e-6)
+    assert {"train/images", "test/confusion_matrix"} <= set(events.Tags()["images"])
+
+    loaded = MNISTClassifier.load_from_checkpoint(version / "checkpoints" / best[0])
+    assert loaded.hparams.net == "cnn3block"
+
+
+def test_running_again_in_the_same_folder_works(tmp_path, mnist_dir):
+    for _ in range(2):
+        run = cli("fit", "--model", "mlp", "--data.data_dir", mnist_dir, *TINY, cwd=tmp_path)
+        assert run.returncode == 0, run.stderr[-3000:]
+    assert sorted(p.name for p in (tmp_path / "lightning_logs" / "mlp").iterdir()) == ["version_0", "version_1"]
+
+
+def test_select_on_val_names_the_checkpoint_after_val(tmp_path, mnist_dir):
+    run = cli("fit", "--model", "mlp", "--select_on", "val", "--data.data_dir", mnist_dir, *TINY, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    names = [p.name for p in (tmp_path / "lightning_logs" / "mlp" / "version_0" / "checkpoints").iterdir()]
+    assert any(n.startswith("epoch=") and "-val_acc=" in n for n in names), names
+
+
+def test_unknown_model_is_one_line_and_nonzero(tmp_path):
+    run = cli("fit", "--model", "resnet50", cwd=tmp_path)
+    assert run.returncode == 2
+    assert run.stderr.strip() == ("error: unknown model 'resnet50'; valid names: "
+                                  "lenet5, lenet, cnn3block, cnn3block5x5, mlp, bncnn")
+    assert not any(tmp_path.iterdir()), "a refused run creates nothing"
+
+
+def test_print_config_resolves_the_recipe(tmp_path):
+    run = cli("fit", "--model", "lenet5", "--model.lr", "0.02", "--print_config", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    config = yaml.safe_load(run.stdout)
+    assert config["model"] == {"net": "lenet5", "optimizer": "sgd", "lr": 0.02, "momentum": 0.0,
+                               "weight_decay": 0.0}
+    assert config["data"]["normalization"] == "x255" and config["trainer"]["max_epochs"] == 5

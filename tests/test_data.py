@@ -1,0 +1,47 @@
+"""The data module: stable disjoint splits, recipe normalization, batches equal to torchvision's."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torchvision import transforms
+from torchvision.datasets import MNIST
+
+from mnist_lit.data import NORMALIZATIONS, normalize
+
+
+def test_splits_are_disjoint_and_stable(tiny_data):
+    first = tiny_data(val_size=50)
+    first.prepare_data()
+    first.setup("fit")
+    second = tiny_data(val_size=50)
+    second.setup("fit")
+    for a, b in ((first.train_set, second.train_set), (first.val_set, second.val_set)):
+        assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels)
+    assert len(first.train_set) == 250 and len(first.val_set) == 50 and len(first.test_set) == 100
+    train_rows = {bytes(x.numpy()) for x in first.train_set.images}
+    assert not train_rows & {bytes(x.numpy()) for x in first.val_set.images}
+    other_seed = tiny_data(val_size=50, split_seed=1)
+    other_seed.setup("fit")
+    assert not torch.equal(other_seed.val_set.labels, first.val_set.labels)
+
+
+@pytest.mark.parametrize("normalization", list(NORMALIZATIONS))
+def test_normalization_matches_the_tutorial_transforms(tiny_data, normalization):
+    dm = tiny_data(normalization=normalization)
+    dm.prepare_data()
+    dm.setup("fit")
+    mean, std = NORMALIZATIONS[normalization]
+    reference = MNIST(dm.hparams.data_dir, train=False,
+                      transform=transforms.Compose([transforms.ToTensor(), transforms.Normalize((mean,), (std,))]))
+    images, labels = next(iter(dm.test_dataloader()))
+    x, y = dm.on_after_batch_transfer((images, labels), 0)
+    expected = torch.stack([reference[i][0] for i in range(len(x))])
+    assert x.shape == (len(x), 1, 28, 28) and x.dtype == torch.float32
+    torch.testing.assert_close(x, expected, rtol=1e-5, atol=1e-4)
+    assert torch.equal(y, torch.tensor([reference[i][1] for i in range(len(y))]))
+
+
+def test_x255_gives_raw_pixel_values():
+    images = torch.tensor([[[0, 128, 255]]], dtype=torch.uint8)
+    assert normalize(images, "x255").flatten().tolist() == pytest.approx([0.0, 128.0, 255.0])
