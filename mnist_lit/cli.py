@@ -7,6 +7,7 @@ given after it overrides the recipe.
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
 from typing import Literal
 
@@ -63,6 +64,19 @@ class MNISTCLI(LightningCLI):
                              "checkpoint.auto_insert_metric_name": False})
         parser.link_arguments("model.net", "trainer.logger.init_args.name")
 
+    def before_instantiate_classes(self) -> None:
+        """``fit --ckpt_path last`` resumes the newest run of this model, logging on into its version folder."""
+        config = self.config.get(self.subcommand)
+        if self.subcommand != "fit" or config.ckpt_path != "last":
+            return
+        logger = config.trainer.logger.init_args
+        runs = sorted(Path(logger.save_dir, logger.name).glob("version_*/checkpoints/last.ckpt"),
+                      key=lambda p: p.stat().st_mtime)
+        if not runs:
+            raise UsageError(f"no last.ckpt under {Path(logger.save_dir, logger.name)} to resume from")
+        config.ckpt_path = str(runs[-1])
+        logger.version = runs[-1].parent.parent.name
+
     def after_fit(self) -> None:
         """Test the best checkpoint and say where it is, so a run ends with the figure users look for."""
         best = self.trainer.checkpoint_callback.best_model_path
@@ -74,28 +88,29 @@ class MNISTCLI(LightningCLI):
             print(f"test accuracy: {self.trainer.callback_metrics['test/acc'].item():.4f}")
 
 
-def main(args: list[str] | None = None) -> None:
+def main() -> None:
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")  # Lightning vs. newer torch
     try:
-        args = expand_recipes(sys.argv[1:] if args is None else args)
+        sys.argv[1:] = expand_recipes(sys.argv[1:])
+        MNISTCLI(
+            MNISTClassifier,
+            MNISTDataModule,
+            auto_configure_optimizers=False,  # the module owns its optimizer: one way to set it
+            seed_everything_default=0,
+            save_config_kwargs={"overwrite": True},
+            trainer_defaults={
+                "logger": {
+                    "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+                    "init_args": {"save_dir": "lightning_logs", "default_hp_metric": False},
+                },
+                "enable_model_summary": False,
+                "callbacks": [TorchinfoSummary(), TrainingImageGrid(), BestScoreAsHpMetric()],
+            },
+            parser_kwargs={"description": "Train, evaluate and use the classic MNIST tutorial networks."},
+        )
     except UsageError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
-    MNISTCLI(
-        MNISTClassifier,
-        MNISTDataModule,
-        args=args,
-        seed_everything_default=0,
-        save_config_kwargs={"overwrite": True},
-        trainer_defaults={
-            "logger": {
-                "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
-                "init_args": {"save_dir": "lightning_logs", "default_hp_metric": False},
-            },
-            "enable_model_summary": False,
-            "callbacks": [TorchinfoSummary(), TrainingImageGrid(), BestScoreAsHpMetric()],
-        },
-        parser_kwargs={"description": "Train, evaluate and use the classic MNIST tutorial networks."},
-    )
 
 
 if __name__ == "__main__":

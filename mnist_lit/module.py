@@ -6,7 +6,7 @@ from typing import Literal
 
 import lightning as L
 import torch
-from jsonargparse.typing import NonNegativeFloat, PositiveFloat
+from jsonargparse.typing import NonNegativeFloat, NonNegativeInt, PositiveFloat
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
@@ -26,6 +26,7 @@ class MNISTClassifier(L.LightningModule):
         lr: PositiveFloat = 1e-3,
         momentum: NonNegativeFloat = 0.0,
         weight_decay: NonNegativeFloat = 0.0,
+        warmup_steps: NonNegativeInt = 0,
     ) -> None:
         """
         Args:
@@ -34,6 +35,7 @@ class MNISTClassifier(L.LightningModule):
             lr: learning rate.
             momentum: SGD momentum (ignored by Adam).
             weight_decay: L2 penalty added by the optimizer.
+            warmup_steps: ramp the learning rate linearly from 0 over this many steps (0 = off, as the tutorials).
         """
         super().__init__()
         self.save_hyperparameters()
@@ -78,8 +80,13 @@ class MNISTClassifier(L.LightningModule):
         probs = self(images).softmax(dim=1)
         return {"digit": probs.argmax(dim=1), "probs": probs}
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
+    def configure_optimizers(self):
         hp = self.hparams
         if hp.optimizer == "sgd":
-            return torch.optim.SGD(self.parameters(), lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
-        return torch.optim.Adam(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+            optimizer = torch.optim.SGD(self.parameters(), lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
+        else:
+            optimizer = torch.optim.Adam(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+        if not hp.warmup_steps:
+            return optimizer
+        warmup = torch.optim.lr_scheduler.LinearLR(optimizer, 1 / hp.warmup_steps, 1.0, hp.warmup_steps)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": warmup, "interval": "step"}}
