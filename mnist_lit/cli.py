@@ -103,6 +103,7 @@ def main() -> None:
                     "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
                     "init_args": {"save_dir": "lightning_logs", "default_hp_metric": False},
                 },
+                "max_epochs": 10,
                 "enable_model_summary": False,
                 "callbacks": [TorchinfoSummary(), TrainingImageGrid(), BestScoreAsHpMetric()],
             },

@@ -73,7 +73,7 @@ class MNISTDataModule(L.LightningDataModule):
         batch_size: PositiveInt = 64,
         val_size: PositiveInt = 5_000,
         split_seed: int = 0,
-        normalization: Normalization = "mnist",
+        normalization: Normalization = "half",
         eval_batch_size: PositiveInt = 1_000,
         num_workers: NonNegativeInt = 0,
     ) -> None:

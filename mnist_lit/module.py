@@ -21,7 +21,7 @@ class MNISTClassifier(L.LightningModule):
 
     def __init__(
         self,
-        net: NetName = "cnn3block",
+        net: NetName = "mlp",
         optimizer: Literal["sgd", "adam"] = "adam",
         lr: PositiveFloat = 1e-3,
         momentum: NonNegativeFloat = 0.0,
