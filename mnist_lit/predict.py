@@ -2,13 +2,29 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from PIL import Image, ImageOps
 
-from mnist_lit.data import normalize
+from mnist_lit.data import NORMALIZATIONS, normalize
+from mnist_lit.images import ImageError, load_image, to_mnist
 from mnist_lit.module import MNISTClassifier
+from mnist_lit.nets import NETS
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+class CheckpointError(ValueError):
+    """A file that is not a usable checkpoint of this project's classifier; the message is one line and names it."""
+
+
+def _first_line(err: BaseException) -> str:
+    """torch's load errors run to a dozen lines of advice; the first one says what went wrong."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
 
 
 @dataclass
@@ -20,12 +36,33 @@ class Predictor:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu") -> Predictor:
-        """Load without running code from the file (``weights_only``); the data module's hparams give the recipe."""
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        normalization = checkpoint.get("datamodule_hyper_parameters", {}).get("normalization")
+        """Load without running code from the file (``weights_only``); the data module's hparams give the recipe.
+
+        Anything but a checkpoint of ``MNISTClassifier`` trained with ``MNISTDataModule`` (a missing, foreign,
+        truncated or unrelated file) raises :class:`CheckpointError`, a ``ValueError`` with a one-line message.
+        """
+        if not Path(path).is_file():
+            raise CheckpointError(f"{path}: no such checkpoint file")
+        try:
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # UnpicklingError, RuntimeError (truncated zip), EOFError, ...
+            raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({_first_line(err)})") from None
+        if not isinstance(checkpoint, dict) or not {"state_dict", "hyper_parameters"} <= checkpoint.keys():
+            raise CheckpointError(f"{path}: not a Lightning checkpoint (no state_dict and hyper_parameters in it)")
+        hparams = checkpoint["hyper_parameters"]
+        net = hparams.get("net") if isinstance(hparams, dict) else None
+        if not (isinstance(net, str) and net in NETS):
+            raise CheckpointError(f"{path}: not a checkpoint of MNISTClassifier (its hyper_parameters name no network)")
+        datamodule = checkpoint.get("datamodule_hyper_parameters")
+        normalization = datamodule.get("normalization") if isinstance(datamodule, dict) else None
         if normalization is None:
-            raise ValueError(f"{path} records no normalization: it was not trained with MNISTDataModule")
-        model = MNISTClassifier.load_from_checkpoint(path, map_location=device, weights_only=True)
+            raise CheckpointError(f"{path} records no normalization: it was not trained with MNISTDataModule")
+        if normalization not in NORMALIZATIONS:
+            raise CheckpointError(f"{path}: unknown normalization {normalization!r} recorded")
+        try:
+            model = MNISTClassifier.load_from_checkpoint(path, map_location=device, weights_only=True)
+        except Exception as err:  # weights of another network, missing keys, ...
+            raise CheckpointError(f"{path}: its weights do not fit MNISTClassifier ({_first_line(err)})") from None
         return cls(model.eval(), normalization)
 
     @torch.no_grad()
@@ -33,3 +70,95 @@ class Predictor:
         """uint8 MNIST-style images (white digit on black, 28×28), shape (N, 28, 28) or (N, 1, 28, 28) → (N, 10)."""
         x = normalize(images.to(self.model.device), self.normalization)
         return self.model(x).softmax(dim=1)
+
+
+@dataclass
+class FileResult:
+    """What became of one input file: its prediction, or the one-line reason it has none."""
+
+    path: str
+    digit: int | None = None
+    probability: float | None = None
+    top3: list[tuple[int, float]] = field(default_factory=list)  # (digit, probability), most probable first
+    error: str | None = None
+    thumbnail: Image.Image | None = field(default=None, repr=False, compare=False)  # only when asked for
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def as_dict(self) -> dict:
+        """Plain data for JSON/CSV (no thumbnail)."""
+        return {"path": self.path, "digit": self.digit, "probability": self.probability,
+                "top3": [list(pair) for pair in self.top3], "error": self.error}
+
+
+def expand_paths(paths: Iterable[str | Path]) -> list[tuple[Path, str | None]]:
+    """Each path given, with folders replaced by the images directly in them (sorted); errors as (path, message).
+
+    Files named explicitly are taken whatever their extension (they fail later if they are not images); in folders
+    only ``IMAGE_EXTENSIONS`` count, so a folder's notes or checkpoints are not reported as broken images.
+    """
+    entries: list[tuple[Path, str | None]] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            try:
+                images = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+            except OSError as err:
+                entries.append((path, f"{path}: cannot list folder ({err.strerror or err})"))
+                continue
+            if not images:
+                entries.append((path, f"{path}: folder has no images ({', '.join(IMAGE_EXTENSIONS)})"))
+            entries += [(image, None) for image in images]
+        elif path.exists():
+            entries.append((path, None))
+        else:
+            entries.append((path, f"{path}: no such file or folder"))
+    return entries
+
+
+def _thumbnail(image: Image.Image, size: int) -> Image.Image:
+    return ImageOps.contain(image, (size, size), Image.Resampling.LANCZOS, reducing_gap=3.0).convert("RGB")
+
+
+def predict_files(predictor: Predictor, paths: Iterable[str | Path], preprocess: bool = True, batch_size: int = 256,
+                  thumbnail_size: int | None = None) -> list[FileResult]:
+    """Predict the digit in each image file (folders expanded), in input order, ``batch_size`` images at a time.
+
+    A file that fails (missing, not an image, truncated, too large, blank) gets its error message and the others
+    are still predicted. ``preprocess`` is :func:`mnist_lit.images.to_mnist`'s: photos and drawings need it, images
+    already MNIST-like do not. With ``thumbnail_size`` each loaded image also keeps a small RGB copy (contact sheets).
+    """
+    results: list[FileResult] = []
+    pending: list[tuple[FileResult, torch.Tensor]] = []
+
+    def flush() -> None:
+        probs = predictor.probabilities(torch.stack([image for _, image in pending])).float().cpu()
+        top = probs.topk(3, dim=1)
+        for (result, _), values, digits in zip(pending, top.values.tolist(), top.indices.tolist()):
+            result.digit, result.probability = digits[0], values[0]
+            result.top3 = list(zip(digits, values))
+        pending.clear()
+
+    for path, error in expand_paths(paths):
+        result = FileResult(str(path), error=error)
+        results.append(result)
+        if error:
+            continue
+        try:
+            image = load_image(path)
+        except ImageError as err:
+            result.error = str(err)
+            continue
+        if thumbnail_size:
+            result.thumbnail = _thumbnail(image, thumbnail_size)
+        try:
+            pending.append((result, to_mnist(image, preprocess)))
+        except ImageError as err:
+            result.error = f"{path}: {err}"
+            continue
+        if len(pending) >= batch_size:
+            flush()
+    if pending:
+        flush()
+    return results

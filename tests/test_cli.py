@@ -35,6 +35,7 @@ def test_fit_writes_checkpoints_events_and_config(tmp_path, mnist_dir):
 
     config = yaml.safe_load((version / "config.yaml").read_text())
     assert config["model"]["net"] == "cnn3block" and config["model"]["lr"] == 0.005
+    assert config["model"]["warmup_steps"] == 100
     assert config["data"]["normalization"] == "unit" and config["seed_everything"] == 0
 
     events = EventAccumulator(str(version)).Reload()
@@ -76,5 +77,5 @@ def test_print_config_resolves_the_recipe(tmp_path):
     assert run.returncode == 0, run.stderr
     config = yaml.safe_load(run.stdout)
     assert config["model"] == {"net": "lenet5", "optimizer": "sgd", "lr": 0.02, "momentum": 0.0,
-                               "weight_decay": 0.0}
+                               "weight_decay": 0.0, "warmup_steps": 0}
     assert config["data"]["normalization"] == "x255" and config["trainer"]["max_epochs"] == 5

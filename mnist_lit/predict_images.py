@@ -1,0 +1,218 @@
+"""``python -m mnist_lit.cli predict-images --ckpt PATH [options] PATHS...``: the digit in each image file.
+
+Photos, scans and drawings (dark digit on a light background or the reverse, any size, anywhere in the frame) are
+first brought to MNIST's form (see ``mnist_lit.images``); ``--no-preprocess`` skips that for images that are
+MNIST-like already. One line per image on stdout; each file that fails is one line on stderr and the others are
+still predicted.
+
+Exit status: 0 every file predicted; 1 some file failed (or the contact sheet could not be written); 2 bad usage or a
+checkpoint that is missing, unreadable or not one of this project's classifiers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+from PIL import Image, ImageDraw, ImageFont
+
+from mnist_lit.predict import CheckpointError, FileResult, Predictor, predict_files
+
+PROG = "python -m mnist_lit.cli predict-images"
+THUMBNAIL = 112  # contact-sheet cell size, pixels
+SHEET_LIMIT = 1_000  # images drawn on a contact sheet at most (a sheet of 1,000 is already 4 MB of pixels per row)
+
+
+class UsageError(Exception):
+    """Bad options or checkpoint: one line on stderr, exit status 2 (as argparse does)."""
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="Predict the digit in image files (png, jpg, bmp, gif, tiff, webp) with a checkpoint.",
+        epilog="Exit status: 0 all predicted, 1 some file failed, 2 bad usage or checkpoint.")
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="image files, or folders of images (not recursive)")
+    parser.add_argument("--ckpt", required=True, help="a .ckpt written by `fit` (network and normalization come from it)")
+    parser.add_argument("--format", choices=("table", "json", "csv"), default="table",
+                        help="stdout format: an aligned table (default), a JSON array or CSV; JSON and CSV also list "
+                             "the failed files, with their error")
+    parser.add_argument("--no-preprocess", dest="preprocess", action="store_false",
+                        help="only make grayscale and resize to 28×28 (for images that are MNIST-like already: white "
+                             "digit on black, centred); default: invert, crop, fit 20×20 and centre as MNIST was made")
+    parser.add_argument("--sheet", metavar="OUT.png", help="also write a contact sheet: each image captioned with its "
+                                                           "predicted digit and probability")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
+    parser.add_argument("--batch-size", type=_positive_int, default=256, help="images per forward pass (default 256)")
+    return parser
+
+
+def _device(name: str) -> torch.device:
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise UsageError(f"--device {name}: not a device; use cpu or cuda[:N]") from None
+    if device.type not in ("cpu", "cuda"):
+        raise UsageError(f"--device {name}: use cpu or cuda[:N]")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError(f"--device {name}: CUDA is not available on this machine")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UsageError(f"--device {name}: there are only {torch.cuda.device_count()} CUDA devices")
+    return device
+
+
+def _sheet_target(name: str) -> tuple[Path, str]:
+    """Check the sheet can be written before any work is done: its folder exists and PIL knows its format."""
+    target = Path(name)
+    image_format = Image.registered_extensions().get(target.suffix.lower())
+    if image_format is None or image_format not in Image.SAVE:
+        raise UsageError(f"--sheet {name}: unknown image format {target.suffix!r}; use .png")
+    if not target.parent.is_dir():
+        raise UsageError(f"--sheet {name}: folder {target.parent} does not exist")
+    return target, image_format
+
+
+def _top3(result: FileResult) -> str:
+    return " ".join(f"{digit}:{prob:.4f}" for digit, prob in result.top3)
+
+
+def write_results(results: list[FileResult], fmt: str, out=sys.stdout) -> None:
+    """``table``: predicted files only (failures go to stderr); ``json``/``csv``: every file, with an error field."""
+    if fmt == "json":
+        rows = [json.dumps(r.as_dict()) for r in results]
+        out.write("[\n" + ",\n".join(rows) + "\n]\n" if rows else "[]\n")
+    elif fmt == "csv":
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(["path", "digit", "probability", "top3", "error"])
+        for r in results:
+            writer.writerow([r.path, "" if r.digit is None else r.digit,
+                             "" if r.probability is None else f"{r.probability:.4f}", _top3(r), r.error or ""])
+    else:
+        ok = [r for r in results if r.ok]
+        if not ok:
+            return
+        width = max(len("path"), *(len(r.path) for r in ok))
+        out.write(f"{'path':<{width}}  digit  probability  top-3\n")
+        for r in ok:
+            out.write(f"{r.path:<{width}}  {r.digit:>5}  {r.probability:>11.4f}  {_top3(r)}\n")
+
+
+def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    try:
+        return ImageFont.load_default(size=size)  # Pillow ≥ 10.1 with FreeType: a scalable font
+    except (TypeError, OSError, ImportError):
+        return ImageFont.load_default()
+
+
+def _fit_text(draw: ImageDraw.ImageDraw, text: str, font, width: float) -> str:
+    """Shorten from the left (the end of a file name says most) until it fits."""
+    if draw.textlength(text, font=font) <= width:
+        return text
+    while text and draw.textlength("…" + text, font=font) > width:
+        text = text[1:]
+    return "…" + text
+
+
+def render_sheet(results: list[FileResult], cell: int = THUMBNAIL) -> Image.Image:
+    """A grid of thumbnails, each captioned with its predicted digit and probability (or 'error') and file name."""
+    big, small = _font(16), _font(11)
+    caption = 34
+    columns = max(1, min(len(results), 10, math.ceil(math.sqrt(len(results)))))
+    rows = max(1, math.ceil(len(results) / columns))
+    sheet = Image.new("RGB", (columns * cell, rows * (cell + caption)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for i, result in enumerate(results):
+        x, y = (i % columns) * cell, (i // columns) * (cell + caption)
+        if result.thumbnail is not None:
+            thumb = result.thumbnail
+            sheet.paste(thumb, (x + (cell - thumb.width) // 2, y + (cell - thumb.height) // 2))
+        else:
+            draw.rectangle((x + 4, y + 4, x + cell - 5, y + cell - 5), fill=(220, 220, 220))
+        label, colour = (f"{result.digit}  ({result.probability:.1%})", (0, 0, 0)) if result.ok else ("error", (200, 0, 0))
+        draw.text((x + 4, y + cell), label, fill=colour, font=big)
+        draw.text((x + 4, y + cell + 19), _fit_text(draw, Path(result.path).name, small, cell - 8), fill=(90, 90, 90),
+                  font=small)
+        draw.rectangle((x, y, x + cell - 1, y + cell + caption - 1), outline=(200, 200, 200))
+    return sheet
+
+
+def save_atomically(image: Image.Image, target: Path, image_format: str) -> None:
+    """Write to a temporary file beside the target, then rename: a reader never sees half a file."""
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            image.save(f, format=image_format)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; an image is as readable as any other file
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def run(args: argparse.Namespace) -> int:
+    device = _device(args.device)
+    sheet = _sheet_target(args.sheet) if args.sheet else None
+    try:
+        predictor = Predictor.from_checkpoint(args.ckpt, device)
+    except CheckpointError as err:
+        raise UsageError(str(err)) from None
+    results = predict_files(predictor, args.paths, preprocess=args.preprocess, batch_size=args.batch_size,
+                            thumbnail_size=THUMBNAIL - 8 if sheet else None)
+    write_results(results, args.format)
+    sys.stdout.flush()
+    failed = [r for r in results if not r.ok]
+    for r in failed:
+        print(f"error: {r.error}", file=sys.stderr)
+    if sheet:
+        target, image_format = sheet
+        if len(results) > SHEET_LIMIT:
+            print(f"note: the contact sheet shows the first {SHEET_LIMIT} of {len(results)} images", file=sys.stderr)
+        try:
+            save_atomically(render_sheet(results[:SHEET_LIMIT]), target, image_format)
+        except (OSError, ValueError) as err:
+            print(f"error: {target}: cannot write the contact sheet ({' '.join(str(err).split())})", file=sys.stderr)
+            return 1
+    return 1 if failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse ``argv`` (default: ``sys.argv[1:]``), predict, print; returns the exit status (argparse exits 2 itself)."""
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")  # Lightning vs. newer torch
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except UsageError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # piped into `head`: stop quietly, and keep Python from complaining at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except Exception as err:  # a last resort: the user gets one line, not a traceback
+        if os.environ.get("MNIST_LIT_DEBUG"):
+            raise
+        print(f"error: unexpected {type(err).__name__}: {' '.join(str(err).split())} "
+              f"(set MNIST_LIT_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
