@@ -6,6 +6,7 @@ given after it overrides the recipe.
 
 from __future__ import annotations
 
+import logging
 import sys
 from argparse import ArgumentError
 import warnings
@@ -92,7 +93,12 @@ class MNISTCLI(LightningCLI):
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["predict-images"]:  # images from files, not the MNIST test set: see predict_images.py
+        from mnist_lit.predict_images import main as predict_images
+
+        raise SystemExit(predict_images(sys.argv[2:]))
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")  # Lightning vs. newer torch
+    logging.getLogger("lightning.fabric.utilities.seed").setLevel(logging.WARNING)  # the seed is in config.yaml
     try:
         sys.argv[1:] = expand_recipes(sys.argv[1:])
         MNISTCLI(
@@ -110,7 +116,8 @@ def main() -> None:
                 "enable_model_summary": False,
                 "callbacks": [TorchinfoSummary(), TrainingImageGrid(), BestScoreAsHpMetric()],
             },
-            parser_kwargs={"description": "Train, evaluate and use the classic MNIST tutorial networks.",
+            parser_kwargs={"description": "Train, evaluate and use the classic MNIST tutorial networks. "
+                                          "`predict-images --help` predicts your own image files.",
                            "exit_on_error": False},  # errors come back here and are reported in one line
         )
     except (UserError, ArgumentError, MisconfigurationException) as err:

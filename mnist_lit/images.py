@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from mnist_lit.errors import UserError
+
 FIELD = 28  # MNIST images are 28×28 ...
 BOX = 20  # ... with the digit scaled to fit a 20×20 box ...
 CENTRE = 14.0  # ... and its centre of mass at row 14, column 14 (pixel indices; measured mean on MNIST: 14.0, 14.0)
@@ -22,7 +24,7 @@ MIN_CONTRAST = 24  # grey levels (of 255) the ink must stand out from the backgr
 BBOX_FRACTION = 0.1  # pixels above this fraction of the strongest ink count when finding the digit's bounding box
 
 
-class ImageError(ValueError):
+class ImageError(UserError):
     """A file that cannot be turned into a digit (unreadable, truncated, too large, blank); the message names it."""
 
 

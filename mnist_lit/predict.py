@@ -7,9 +7,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 
 from mnist_lit.data import NORMALIZATIONS, normalize
+from mnist_lit.errors import UserError
 from mnist_lit.images import ImageError, load_image, to_mnist
 from mnist_lit.module import MNISTClassifier
 from mnist_lit.nets import NETS
@@ -17,7 +18,7 @@ from mnist_lit.nets import NETS
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A file that is not a usable checkpoint of this project's classifier; the message is one line and names it."""
 
 
@@ -118,7 +119,10 @@ def expand_paths(paths: Iterable[str | Path]) -> list[tuple[Path, str | None]]:
 
 
 def _thumbnail(image: Image.Image, size: int) -> Image.Image:
-    return ImageOps.contain(image, (size, size), Image.Resampling.LANCZOS, reducing_gap=3.0).convert("RGB")
+    """A copy that fits ``size``×``size``, aspect ratio kept; ``reducing_gap`` keeps big photos fast to shrink."""
+    scale = min(1.0, size / max(image.size))
+    target = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    return image.resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0).convert("RGB")
 
 
 def predict_files(predictor: Predictor, paths: Iterable[str | Path], preprocess: bool = True, batch_size: int = 256,

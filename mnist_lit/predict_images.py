@@ -20,19 +20,17 @@ import sys
 import tempfile
 import warnings
 from pathlib import Path
+from typing import TextIO
 
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from mnist_lit.predict import CheckpointError, FileResult, Predictor, predict_files
+from mnist_lit.errors import UserError
+from mnist_lit.predict import FileResult, Predictor, predict_files
 
 PROG = "python -m mnist_lit.cli predict-images"
 THUMBNAIL = 112  # contact-sheet cell size, pixels
-SHEET_LIMIT = 1_000  # images drawn on a contact sheet at most (a sheet of 1,000 is already 4 MB of pixels per row)
-
-
-class UsageError(Exception):
-    """Bad options or checkpoint: one line on stderr, exit status 2 (as argparse does)."""
+SHEET_LIMIT = 1_000  # images drawn on a contact sheet at most: 1,000 in 10 columns is already 1120×14600 pixels
 
 
 def _positive_int(text: str) -> int:
@@ -47,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG, description="Predict the digit in image files (png, jpg, bmp, gif, tiff, webp) with a checkpoint.",
         epilog="Exit status: 0 all predicted, 1 some file failed, 2 bad usage or checkpoint.")
     parser.add_argument("paths", nargs="+", metavar="PATH", help="image files, or folders of images (not recursive)")
-    parser.add_argument("--ckpt", required=True, help="a .ckpt written by `fit` (network and normalization come from it)")
+    parser.add_argument("--ckpt", required=True,
+                        help="a .ckpt written by `fit` (the network and its normalization come from it)")
     parser.add_argument("--format", choices=("table", "json", "csv"), default="table",
                         help="stdout format: an aligned table (default), a JSON array or CSV; JSON and CSV also list "
                              "the failed files, with their error")
@@ -65,14 +64,14 @@ def _device(name: str) -> torch.device:
     try:
         device = torch.device(name)
     except (RuntimeError, ValueError):
-        raise UsageError(f"--device {name}: not a device; use cpu or cuda[:N]") from None
+        raise UserError(f"--device {name}: not a device; use cpu or cuda[:N]") from None
     if device.type not in ("cpu", "cuda"):
-        raise UsageError(f"--device {name}: use cpu or cuda[:N]")
+        raise UserError(f"--device {name}: use cpu or cuda[:N]")
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise UsageError(f"--device {name}: CUDA is not available on this machine")
+            raise UserError(f"--device {name}: CUDA is not available on this machine")
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise UsageError(f"--device {name}: there are only {torch.cuda.device_count()} CUDA devices")
+            raise UserError(f"--device {name}: there are only {torch.cuda.device_count()} CUDA devices")
     return device
 
 
@@ -81,9 +80,9 @@ def _sheet_target(name: str) -> tuple[Path, str]:
     target = Path(name)
     image_format = Image.registered_extensions().get(target.suffix.lower())
     if image_format is None or image_format not in Image.SAVE:
-        raise UsageError(f"--sheet {name}: unknown image format {target.suffix!r}; use .png")
+        raise UserError(f"--sheet {name}: unknown image format {target.suffix!r}; use .png")
     if not target.parent.is_dir():
-        raise UsageError(f"--sheet {name}: folder {target.parent} does not exist")
+        raise UserError(f"--sheet {name}: folder {target.parent} does not exist")
     return target, image_format
 
 
@@ -91,8 +90,9 @@ def _top3(result: FileResult) -> str:
     return " ".join(f"{digit}:{prob:.4f}" for digit, prob in result.top3)
 
 
-def write_results(results: list[FileResult], fmt: str, out=sys.stdout) -> None:
+def write_results(results: list[FileResult], fmt: str, out: TextIO | None = None) -> None:
     """``table``: predicted files only (failures go to stderr); ``json``/``csv``: every file, with an error field."""
+    out = out or sys.stdout
     if fmt == "json":
         rows = [json.dumps(r.as_dict()) for r in results]
         out.write("[\n" + ",\n".join(rows) + "\n]\n" if rows else "[]\n")
@@ -119,17 +119,17 @@ def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
         return ImageFont.load_default()
 
 
-def _fit_text(draw: ImageDraw.ImageDraw, text: str, font, width: float) -> str:
-    """Shorten from the left (the end of a file name says most) until it fits."""
+def _fit_text(draw: ImageDraw.ImageDraw, text: str, font, width: float, keep_end: bool = True) -> str:
+    """Shorten until it fits: from the left for file names (their end says most), else from the right."""
     if draw.textlength(text, font=font) <= width:
         return text
-    while text and draw.textlength("…" + text, font=font) > width:
-        text = text[1:]
-    return "…" + text
+    while text and draw.textlength(f"…{text}" if keep_end else f"{text}…", font=font) > width:
+        text = text[1:] if keep_end else text[:-1]
+    return f"…{text}" if keep_end else f"{text}…"
 
 
 def render_sheet(results: list[FileResult], cell: int = THUMBNAIL) -> Image.Image:
-    """A grid of thumbnails, each captioned with its predicted digit and probability (or 'error') and file name."""
+    """A grid of thumbnails, each captioned with its predicted digit and probability (or its error) and file name."""
     big, small = _font(16), _font(11)
     caption = 34
     columns = max(1, min(len(results), 10, math.ceil(math.sqrt(len(results)))))
@@ -143,8 +143,12 @@ def render_sheet(results: list[FileResult], cell: int = THUMBNAIL) -> Image.Imag
             sheet.paste(thumb, (x + (cell - thumb.width) // 2, y + (cell - thumb.height) // 2))
         else:
             draw.rectangle((x + 4, y + 4, x + cell - 5, y + cell - 5), fill=(220, 220, 220))
-        label, colour = (f"{result.digit}  ({result.probability:.1%})", (0, 0, 0)) if result.ok else ("error", (200, 0, 0))
-        draw.text((x + 4, y + cell), label, fill=colour, font=big)
+        if result.ok:
+            draw.text((x + 4, y + cell), f"{result.digit}  ({result.probability:.1%})", fill=(0, 0, 0), font=big)
+        else:  # the reason, without the path (the next line names the file)
+            reason = result.error.removeprefix(f"{result.path}: ")
+            draw.text((x + 4, y + cell + 2), _fit_text(draw, reason, small, cell - 8, keep_end=False),
+                      fill=(200, 0, 0), font=small)
         draw.text((x + 4, y + cell + 19), _fit_text(draw, Path(result.path).name, small, cell - 8), fill=(90, 90, 90),
                   font=small)
         draw.rectangle((x, y, x + cell - 1, y + cell + caption - 1), outline=(200, 200, 200))
@@ -169,10 +173,7 @@ def save_atomically(image: Image.Image, target: Path, image_format: str) -> None
 def run(args: argparse.Namespace) -> int:
     device = _device(args.device)
     sheet = _sheet_target(args.sheet) if args.sheet else None
-    try:
-        predictor = Predictor.from_checkpoint(args.ckpt, device)
-    except CheckpointError as err:
-        raise UsageError(str(err)) from None
+    predictor = Predictor.from_checkpoint(args.ckpt, device)  # CheckpointError is a UserError: exit 2
     results = predict_files(predictor, args.paths, preprocess=args.preprocess, batch_size=args.batch_size,
                             thumbnail_size=THUMBNAIL - 8 if sheet else None)
     write_results(results, args.format)
@@ -198,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return run(args)
-    except UsageError as err:
+    except UserError as err:  # bad options or checkpoint: one line, exit 2
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

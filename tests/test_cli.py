@@ -79,3 +79,23 @@ def test_print_config_resolves_the_recipe(tmp_path):
     assert config["model"] == {"net": "lenet5", "optimizer": "sgd", "lr": 0.02, "momentum": 0.0,
                                "weight_decay": 0.0, "warmup_steps": 0}
     assert config["data"]["normalization"] == "x255" and config["trainer"]["max_epochs"] == 5
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--model", "mlp", "--trainer.max_epochz", "3"], "unrecognized arguments: --trainer.max_epochz"),
+    (["--data.batch_size", "abc"], '"data.batch_size": Not of type PositiveInt'),
+    (["--data.batch_size", "0"], '"data.batch_size": Not of type PositiveInt'),
+    (["--model.lr", "-0.1"], '"model.lr": Not of type PositiveFloat'),
+    (["--data.val_size", "60000"], "--data.val_size 60000 leaves no training images"),
+    (["--trainer.accelerator", "gpu"], "gpu"),
+    (["--config", "missing.yaml"], "missing.yaml"),
+    (["--config", "broken.yaml"], "Problems parsing config"),
+    (["--ckpt_path", "missing.ckpt"], "--ckpt_path missing.ckpt: no such checkpoint file"),
+])
+def test_bad_configuration_is_one_line_and_creates_nothing(tmp_path, args, message):
+    (tmp_path / "broken.yaml").write_text("model: [unclosed\n")
+    run = cli("fit", *args, cwd=tmp_path)
+    lines = run.stderr.strip().splitlines()
+    assert run.returncode == 2, run.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], run.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.yaml"], "a refused run writes nothing"
