@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import csv
+import os
+from pathlib import Path
+
 import lightning as L
+import torch
 import torchinfo
+from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.loggers import TensorBoardLogger
 from torchvision.utils import make_grid
 
@@ -36,3 +42,25 @@ class BestScoreAsHpMetric(L.Callback):
         best = trainer.checkpoint_callback.best_model_score if trainer.checkpoint_callback else None
         if best is not None and isinstance(trainer.logger, TensorBoardLogger):
             trainer.logger.log_hyperparams(trainer.logger.hparams, {"hp_metric": float(best)})
+
+
+class PredictionCSV(BasePredictionWriter):
+    """Writes ``predict``'s output to ``<log_dir>/predictions.csv``: index, predicted digit, its probability."""
+
+    def __init__(self) -> None:
+        super().__init__(write_interval="epoch")
+
+    def write_on_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, predictions, batch_indices) -> None:
+        if not trainer.is_global_zero:
+            return
+        probs = torch.cat([batch["probs"] for batch in predictions]).max(dim=1)
+        path = Path(trainer.log_dir or ".") / "predictions.csv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.part")
+        with open(tmp, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["index", "digit", "probability"])
+            writer.writerows((i, d, f"{p:.6f}") for i, (p, d) in enumerate(zip(probs.values.tolist(),
+                                                                                  probs.indices.tolist())))
+        os.replace(tmp, path)
+        print(f"predictions: {path}")

@@ -17,11 +17,12 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
-from mnist_lit.callbacks import BestScoreAsHpMetric, TorchinfoSummary, TrainingImageGrid
+from mnist_lit.callbacks import BestScoreAsHpMetric, PredictionCSV, TorchinfoSummary, TrainingImageGrid
 from mnist_lit.data import MNISTDataModule
 from mnist_lit.errors import UserError
 from mnist_lit.module import MNISTClassifier
 from mnist_lit.nets import NETS
+from mnist_lit.predict import Predictor
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
@@ -71,6 +72,10 @@ class MNISTCLI(LightningCLI):
         ckpt_path = config.get("ckpt_path")
         if ckpt_path not in (None, "last", "best") and not Path(ckpt_path).is_file():
             raise UserError(f"--ckpt_path {ckpt_path}: no such checkpoint file")
+        if ckpt_path not in (None, "last", "best"):
+            # A network only means what it says on inputs normalized as in training (LightningCLI restores the
+            # model's hyperparameters from the checkpoint, not the data module's).
+            config.data.normalization = Predictor.from_checkpoint(ckpt_path).normalization
         if self.subcommand != "fit" or ckpt_path != "last":
             return
         logger = config.trainer.logger.init_args
@@ -114,7 +119,7 @@ def main() -> None:
                 },
                 "max_epochs": 10,
                 "enable_model_summary": False,
-                "callbacks": [TorchinfoSummary(), TrainingImageGrid(), BestScoreAsHpMetric()],
+                "callbacks": [TorchinfoSummary(), TrainingImageGrid(), BestScoreAsHpMetric(), PredictionCSV()],
             },
             parser_kwargs={"description": "Train, evaluate and use the classic MNIST tutorial networks. "
                                           "`predict-images --help` predicts your own image files.",

@@ -49,6 +49,15 @@ def test_fit_writes_checkpoints_events_and_config(tmp_path, mnist_dir):
     loaded = MNISTClassifier.load_from_checkpoint(version / "checkpoints" / best[0])
     assert loaded.hparams.net == "cnn3block"
 
+    # predict needs only the checkpoint: network and normalization come from it, not from --model
+    run = cli("predict", "--ckpt_path", str(version / "checkpoints" / best[0]), "--data.data_dir", mnist_dir,
+              "--trainer.limit_predict_batches", "2", "--trainer.enable_progress_bar", "false", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    predicted = tmp_path / "lightning_logs" / "cnn3block" / "version_1"
+    assert yaml.safe_load((predicted / "config.yaml").read_text())["data"]["normalization"] == "unit"
+    rows = (predicted / "predictions.csv").read_text().splitlines()
+    assert rows[0] == "index,digit,probability" and len(rows) == 1 + 2 * 1000
+
 
 def test_running_again_in_the_same_folder_works(tmp_path, mnist_dir):
     for _ in range(2):
