@@ -45,3 +45,25 @@ def test_normalization_matches_the_tutorial_transforms(tiny_data, normalization)
 def test_x255_gives_raw_pixel_values():
     images = torch.tensor([[[0, 128, 255]]], dtype=torch.uint8)
     assert normalize(images, "x255").flatten().tolist() == pytest.approx([0.0, 128.0, 255.0])
+
+
+def test_fast_path_yields_the_reference_batches_in_the_same_order(tiny_data):
+    """Same seed → same images, labels and per-epoch order as torchvision's dataset + per-sample transforms."""
+    dm = tiny_data(normalization="mnist", batch_size=16)
+    dm.prepare_data()
+    dm.setup("fit")
+    mean, std = NORMALIZATIONS["mnist"]
+    reference = MNIST(dm.hparams.data_dir, train=True,
+                      transform=transforms.Compose([transforms.ToTensor(), transforms.Normalize((mean,), (std,))]))
+    order = torch.randperm(len(reference), generator=torch.Generator().manual_seed(dm.hparams.split_seed))
+    reference_train = torch.utils.data.Subset(reference, order[dm.hparams.val_size :].tolist())
+
+    for epoch in range(2):
+        torch.manual_seed(epoch)
+        fast = [dm.on_after_batch_transfer(batch, 0) for batch in dm.train_dataloader()]
+        torch.manual_seed(epoch)
+        slow = list(torch.utils.data.DataLoader(reference_train, batch_size=16, shuffle=True))
+        assert len(fast) == len(slow)
+        for (x, y), (ref_x, ref_y) in zip(fast, slow):
+            assert torch.equal(y, ref_y)
+            torch.testing.assert_close(x, ref_x, rtol=1e-5, atol=1e-4)
