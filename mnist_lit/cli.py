@@ -102,6 +102,10 @@ def main() -> None:
         from mnist_lit.predict_images import main as predict_images
 
         raise SystemExit(predict_images(sys.argv[2:]))
+    if sys.argv[1:2] == ["export"]:  # a checkpoint as ONNX or TorchScript: see export.py
+        from mnist_lit.export import main as export
+
+        raise SystemExit(export(sys.argv[2:]))
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")  # Lightning vs. newer torch
     logging.getLogger("lightning.fabric.utilities.seed").setLevel(logging.WARNING)  # the seed is in config.yaml
     try:
@@ -122,7 +126,8 @@ def main() -> None:
                 "callbacks": [TorchinfoSummary(), TrainingImageGrid(), BestScoreAsHpMetric(), PredictionCSV()],
             },
             parser_kwargs={"description": "Train, evaluate and use the classic MNIST tutorial networks. "
-                                          "`predict-images --help` predicts your own image files.",
+                                          "`predict-images --help` predicts your own image files; "
+                                          "`export --help` writes a checkpoint as ONNX or TorchScript.",
                            "exit_on_error": False},  # errors come back here and are reported in one line
         )
     except (UserError, ArgumentError, MisconfigurationException) as err:
