@@ -59,7 +59,7 @@ class InMemoryMNIST(Dataset):
         return self.images[index], self.labels[index]
 
     def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        index = torch.as_tensor(indices)
+        index = torch.as_tensor(indices, device=self.images.device)
         return self.images[index], self.labels[index]
 
 
@@ -110,15 +110,25 @@ class MNISTDataModule(L.LightningDataModule):
             return
         train = MNIST(self.hparams.data_dir, train=True)
         test = MNIST(self.hparams.data_dir, train=False)
+        for split in (train, test):
+            if split.data.shape[1:] != (28, 28) or len(split.targets) != len(split.data) or not (
+                    0 <= int(split.targets.min()) and int(split.targets.max()) <= 9):
+                raise UserError(f"{self.raw_dir}: the {'training' if split.train else 'test'} files are not "
+                                f"28×28 digits labelled 0–9; delete them and run again to re-provision")
+        # On a GPU the whole dataset (55 MB) lives in GPU memory: batches are sliced there, no copies per step.
+        device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+        if device.type != "cuda":
+            device = torch.device("cpu")
         order = torch.randperm(len(train.targets), generator=torch.Generator().manual_seed(self.hparams.split_seed))
         val_idx, train_idx = order[: self.hparams.val_size], order[self.hparams.val_size :]
-        self.train_set = InMemoryMNIST(train.data[train_idx], train.targets[train_idx])
-        self.val_set = InMemoryMNIST(train.data[val_idx], train.targets[val_idx])
-        self.test_set = InMemoryMNIST(test.data, test.targets)
+        self.train_set = InMemoryMNIST(train.data[train_idx].to(device), train.targets[train_idx].to(device))
+        self.val_set = InMemoryMNIST(train.data[val_idx].to(device), train.targets[val_idx].to(device))
+        self.test_set = InMemoryMNIST(test.data.to(device), test.targets.to(device))
 
     def _loader(self, dataset: InMemoryMNIST, batch_size: int, shuffle: bool = False) -> DataLoader:
+        workers = 0 if dataset.images.is_cuda else self.hparams.num_workers  # CUDA tensors stay in this process
         return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, collate_fn=_keep_batch,
-                          num_workers=self.hparams.num_workers, persistent_workers=self.hparams.num_workers > 0)
+                          num_workers=workers, persistent_workers=workers > 0)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, self.hparams.batch_size, shuffle=True)

@@ -67,3 +67,21 @@ def test_fast_path_yields_the_reference_batches_in_the_same_order(tiny_data):
         for (x, y), (ref_x, ref_y) in zip(fast, slow):
             assert torch.equal(y, ref_y)
             torch.testing.assert_close(x, ref_x, rtol=1e-5, atol=1e-4)
+
+
+def test_labels_out_of_range_are_refused_before_training(tmp_path):
+    from mnist_lit.data import MNISTDataModule
+    from mnist_lit.errors import UserError
+    from mnist_lit.provision import Pin, sha256_of, write_idx_set
+    from tests.conftest import tiny_arrays
+
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    (train_x, train_y), test = tiny_arrays()
+    train_y[5] = 12
+    write_idx_set(raw, (train_x, train_y), test)
+    dm = MNISTDataModule(data_dir=str(tmp_path), val_size=50)
+    dm.pins = {p.name: Pin(sha256_of(p), p.stat().st_size) for p in raw.iterdir()}
+    dm.prepare_data()
+    with pytest.raises(UserError, match="labelled 0–9"):
+        dm.setup("fit")
