@@ -27,6 +27,7 @@ class MNISTClassifier(L.LightningModule):
         momentum: NonNegativeFloat = 0.0,
         weight_decay: NonNegativeFloat = 0.0,
         warmup_steps: NonNegativeInt = 0,
+        channels_last: bool = True,
     ) -> None:
         """
         Args:
@@ -36,15 +37,21 @@ class MNISTClassifier(L.LightningModule):
             momentum: SGD momentum (ignored by Adam).
             weight_decay: L2 penalty added by the optimizer.
             warmup_steps: ramp the learning rate linearly from 0 over this many steps (0 = off, as the tutorials).
+            channels_last: keep convolution weights and activations in NHWC memory order, which oneDNN and cuDNN
+                run faster (bench/RESULTS.md); results are the same up to float rounding.
         """
         super().__init__()
         self.save_hyperparameters()
         self.net = build_net(net)
+        if channels_last:
+            self.net.to(memory_format=torch.channels_last)
         self.loss = nn.CrossEntropyLoss()
         self.accuracy = nn.ModuleDict({f"{stage}_acc": MulticlassAccuracy(num_classes=10) for stage in STAGES})
         self.confusion = MulticlassConfusionMatrix(num_classes=10)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.hparams.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         return self.net(x)
 
     def _step(self, batch, stage: str) -> tuple[torch.Tensor, torch.Tensor]:

@@ -86,7 +86,7 @@ def test_print_config_resolves_the_recipe(tmp_path):
     assert run.returncode == 0, run.stderr
     config = yaml.safe_load(run.stdout)
     assert config["model"] == {"net": "lenet5", "optimizer": "sgd", "lr": 0.02, "momentum": 0.0,
-                               "weight_decay": 0.0, "warmup_steps": 0}
+                               "weight_decay": 0.0, "warmup_steps": 0, "channels_last": True}
     assert config["data"]["normalization"] == "x255" and config["trainer"]["max_epochs"] == 5
 
 
