@@ -19,7 +19,7 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from mnist_lit.callbacks import BestScoreAsHpMetric, PredictionCSV, TorchinfoSummary, TrainingImageGrid
 from mnist_lit.data import MNISTDataModule
-from mnist_lit.errors import UserError
+from mnist_lit.errors import UserError, one_line
 from mnist_lit.module import MNISTClassifier
 from mnist_lit.nets import NETS
 from mnist_lit.predict import Predictor
@@ -131,7 +131,7 @@ def main() -> None:
                            "exit_on_error": False},  # errors come back here and are reported in one line
         )
     except (UserError, ArgumentError, MisconfigurationException) as err:
-        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
+        print(f"error: {one_line(err)}", file=sys.stderr)
         raise SystemExit(2) from None
 
 

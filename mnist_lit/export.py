@@ -51,7 +51,7 @@ import torch
 from torch import nn
 
 from mnist_lit.data import NORMALIZATIONS, MNISTDataModule, normalize
-from mnist_lit.errors import UserError
+from mnist_lit.errors import UserError, first_line, run_reporting_errors
 from mnist_lit.predict import Predictor
 
 PROG = "python -m mnist_lit.cli export"
@@ -94,11 +94,6 @@ def metadata(predictor: Predictor, ckpt: str | Path) -> dict[str, str]:
 def default_output(ckpt: str | Path, fmt: str) -> Path:
     """Next to the checkpoint, same stem: ``runs/x/best.ckpt`` → ``runs/x/best.onnx`` / ``runs/x/best.pt``."""
     return Path(ckpt).with_suffix(FORMATS[fmt])
-
-
-def _first_line(err: BaseException) -> str:
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    return f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
 
 
 def save_torchscript(module: PixelsToLogits, path: str | Path, meta: dict[str, str] | None = None) -> None:
@@ -259,7 +254,7 @@ def export(ckpt: str | Path, fmt: str, out: str | Path | None = None, overwrite:
         except UserError:
             raise
         except Exception as err:
-            raise RuntimeError(f"{fmt} export of {ckpt} failed ({_first_line(err)})") from err
+            raise RuntimeError(f"{fmt} export of {ckpt} failed ({first_line(err)})") from err
         comparison = None
         if data is not None:
             comparison = compare(predictor, load_exported(tmp, fmt), *data)
@@ -311,19 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     """Parse ``argv`` (default: ``sys.argv[1:]``), export, check; returns the exit status (argparse exits 2 itself)."""
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")  # Lightning vs. newer torch
     args = build_parser().parse_args(argv)
-    try:
-        return run(args)
-    except UserError as err:  # bad checkpoint, output or data: one line, exit 2
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
-    except Exception as err:  # a last resort: the user gets one line, not a traceback
-        if os.environ.get("MNIST_LIT_DEBUG"):
-            raise
-        print(f"error: unexpected {type(err).__name__}: {' '.join(str(err).split())} "
-              f"(set MNIST_LIT_DEBUG=1 for the traceback)", file=sys.stderr)
-        return 1
+    return run_reporting_errors(lambda: run(args))
 
 
 if __name__ == "__main__":

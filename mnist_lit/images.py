@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from mnist_lit.errors import UserError
+from mnist_lit.errors import UserError, one_line
 
 FIELD = 28  # MNIST images are 28×28 ...
 BOX = 20  # ... with the digit scaled to fit a 20×20 box ...
@@ -26,11 +26,6 @@ BBOX_FRACTION = 0.1  # pixels above this fraction of the strongest ink count whe
 
 class ImageError(UserError):
     """A file that cannot be turned into a digit (unreadable, truncated, too large, blank); the message names it."""
-
-
-def _one_line(text: object) -> str:
-    """Messages from decoders can span lines; a per-file error must stay one line."""
-    return " ".join(str(text).split())
 
 
 def load_image(path: str | Path) -> Image.Image:
@@ -63,7 +58,7 @@ def load_image(path: str | Path) -> Image.Image:
     except Image.UnidentifiedImageError:
         raise ImageError(f"{path}: not an image (unrecognised file format)") from None
     except Exception as err:  # decoders raise OSError, SyntaxError, ValueError, struct.error, EOFError, ...
-        raise ImageError(f"{path}: unreadable or truncated image ({type(err).__name__}: {_one_line(err)})") from None
+        raise ImageError(f"{path}: unreadable or truncated image ({type(err).__name__}: {one_line(err)})") from None
 
 
 def flatten(image: Image.Image) -> Image.Image:

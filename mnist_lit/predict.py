@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from mnist_lit.data import NORMALIZATIONS, normalize
-from mnist_lit.errors import UserError
+from mnist_lit.errors import UserError, first_line
 from mnist_lit.images import ImageError, load_image, to_mnist
 from mnist_lit.module import MNISTClassifier
 from mnist_lit.nets import NETS
@@ -20,12 +20,6 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".
 
 class CheckpointError(UserError):
     """A file that is not a usable checkpoint of this project's classifier; the message is one line and names it."""
-
-
-def _first_line(err: BaseException) -> str:
-    """torch's load errors run to a dozen lines of advice; the first one says what went wrong."""
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    return f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
 
 
 @dataclass
@@ -47,7 +41,7 @@ class Predictor:
         try:
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:  # UnpicklingError, RuntimeError (truncated zip), EOFError, ...
-            raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({_first_line(err)})") from None
+            raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({first_line(err)})") from None
         if not isinstance(checkpoint, dict) or not {"state_dict", "hyper_parameters"} <= checkpoint.keys():
             raise CheckpointError(f"{path}: not a Lightning checkpoint (no state_dict and hyper_parameters in it)")
         hparams = checkpoint["hyper_parameters"]
@@ -63,7 +57,7 @@ class Predictor:
         try:
             model = MNISTClassifier.load_from_checkpoint(path, map_location=device, weights_only=True)
         except Exception as err:  # weights of another network, missing keys, ...
-            raise CheckpointError(f"{path}: its weights do not fit MNISTClassifier ({_first_line(err)})") from None
+            raise CheckpointError(f"{path}: its weights do not fit MNISTClassifier ({first_line(err)})") from None
         return cls(model.eval(), normalization)
 
     @torch.no_grad()

@@ -25,7 +25,7 @@ from typing import TextIO
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from mnist_lit.errors import UserError
+from mnist_lit.errors import UserError, run_reporting_errors
 from mnist_lit.predict import FileResult, Predictor, predict_files
 
 PROG = "python -m mnist_lit.cli predict-images"
@@ -197,22 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     """Parse ``argv`` (default: ``sys.argv[1:]``), predict, print; returns the exit status (argparse exits 2 itself)."""
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")  # Lightning vs. newer torch
     args = build_parser().parse_args(argv)
-    try:
-        return run(args)
-    except UserError as err:  # bad options or checkpoint: one line, exit 2
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
-    except BrokenPipeError:  # piped into `head`: stop quietly, and keep Python from complaining at exit
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 1
-    except Exception as err:  # a last resort: the user gets one line, not a traceback
-        if os.environ.get("MNIST_LIT_DEBUG"):
-            raise
-        print(f"error: unexpected {type(err).__name__}: {' '.join(str(err).split())} "
-              f"(set MNIST_LIT_DEBUG=1 for the traceback)", file=sys.stderr)
-        return 1
+    return run_reporting_errors(lambda: run(args))
 
 
 if __name__ == "__main__":

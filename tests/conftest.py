@@ -5,10 +5,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import lightning as L
 import numpy as np
 import pytest
+import torch
 
 from mnist_lit.data import MNISTDataModule
+from mnist_lit.module import MNISTClassifier
 from mnist_lit.provision import Pin, provision, sha256_of, write_idx_set
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,3 +57,35 @@ def mnist_dir() -> str:
     data_dir = os.environ.get("MNIST_LIT_DATA_DIR", str(ROOT / "data"))
     provision(Path(data_dir) / "MNIST" / "raw")
     return data_dir
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny networks: one thread is as fast, and several fight each other on a busy machine (8× slower here)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def ckpt(tmp_path_factory, mnist_dir) -> Path:
+    """A LeNet trained for one epoch (860 steps) on the real MNIST (about 96% accurate), as a Lightning checkpoint.
+
+    Shorter training works too, but a weaker network disagrees with itself on more of the re-drawn digits in
+    test_images, and its 1-point comparison would then hang on a handful of borderline images.
+    """
+    root = tmp_path_factory.mktemp("ckpt")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    model = MNISTClassifier(net="lenet", optimizer="adam", lr=1e-3)
+    datamodule = MNISTDataModule(data_dir=mnist_dir, normalization="mnist")
+    trainer = L.Trainer(max_epochs=1, limit_val_batches=0, logger=False, accelerator="cpu",
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        default_root_dir=root)
+    trainer.fit(model, datamodule=datamodule)
+    torch.set_num_threads(threads)
+    path = root / "lenet.ckpt"
+    trainer.save_checkpoint(path)
+    return path

@@ -1,7 +1,7 @@
 """``export``: a checkpoint as ONNX / TorchScript that runs without Lightning and gives the checkpoint's logits.
 
-One small LeNet is trained on the real MNIST for this module (200 steps, "mnist" normalization, so the normalization
-built into the exported graph is not a no-op); each format is exported once, as a user runs the command.
+The shared LeNet checkpoint (conftest; "mnist" normalization, so the normalization built into the exported graph is
+not a no-op) is exported once per format, as a user runs the command.
 """
 
 from __future__ import annotations
@@ -14,16 +14,14 @@ import sys
 import textwrap
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import pytest
 import torch
 from torchvision.datasets import MNIST
 
 import mnist_lit.export as export_module
-from mnist_lit.data import MNISTDataModule, normalize
+from mnist_lit.data import normalize
 from mnist_lit.export import TOLERANCE, main
-from mnist_lit.module import MNISTClassifier
 from mnist_lit.predict import Predictor
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
@@ -31,29 +29,7 @@ SUMMARY = re.compile(r"max \|Δ logit\| (\S+), classes agree on (\d+)/(\d+) test
 N_IMAGES = 16
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny networks: one thread is as fast, and several fight each other on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory, mnist_dir) -> Path:
-    """A LeNet trained for 200 steps on the real MNIST (about 90% accurate), as a Lightning checkpoint."""
-    root = tmp_path_factory.mktemp("export")
-    torch.manual_seed(0)
-    model = MNISTClassifier(net="lenet", optimizer="adam", lr=1e-3)
-    datamodule = MNISTDataModule(data_dir=mnist_dir, normalization="mnist")
-    trainer = L.Trainer(max_steps=200, limit_val_batches=0, logger=False, accelerator="cpu",
-                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                        default_root_dir=root)
-    trainer.fit(model, datamodule=datamodule)
-    path = root / "lenet.ckpt"
-    trainer.save_checkpoint(path)
-    return path
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,6 @@ import zlib
 from argparse import Namespace
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import pytest
 import torch
@@ -27,9 +26,7 @@ from PIL import Image
 from torch import nn
 from torchvision.datasets import MNIST
 
-from mnist_lit.data import MNISTDataModule
 from mnist_lit.images import ImageError, load_image, to_mnist
-from mnist_lit.module import MNISTClassifier
 from mnist_lit.predict import CheckpointError, Predictor, predict_files
 from mnist_lit.predict_images import main
 
@@ -39,33 +36,7 @@ EXIF_ORIENTATION = 0x0112
 
 # ---------------------------------------------------------------------------------------------------- fixtures ---
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny networks: one thread is as fast, and several fight each other on a busy machine (8× slower here)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory, mnist_dir) -> Path:
-    """A LeNet trained for one epoch (860 steps) on the real MNIST (about 96% accurate), as a Lightning checkpoint.
-
-    Shorter training works too, but a weaker network disagrees with itself on more of the re-drawn digits, and the
-    1-point comparison below would then hang on a handful of borderline images.
-    """
-    root = tmp_path_factory.mktemp("ckpt")
-    torch.manual_seed(0)
-    model = MNISTClassifier(net="lenet", optimizer="adam", lr=1e-3)
-    datamodule = MNISTDataModule(data_dir=mnist_dir, normalization="mnist")
-    trainer = L.Trainer(max_epochs=1, limit_val_batches=0, logger=False,
-                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                        default_root_dir=root)
-    trainer.fit(model, datamodule=datamodule)
-    path = root / "lenet.ckpt"
-    trainer.save_checkpoint(path)
-    return path
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
