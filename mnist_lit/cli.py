@@ -50,6 +50,20 @@ def expand_recipes(args: list[str]) -> list[str]:
     return out
 
 
+def check_checkpoints(args: list[str]) -> None:
+    """Vet each ``--ckpt_path`` file (weights only, no code run) before LightningCLI reads it: one line, not a
+    traceback, for a missing, truncated, foreign or crafted file."""
+    for i, arg in enumerate(args):
+        if arg == "--ckpt_path" and i + 1 < len(args):
+            path = args[i + 1]
+        elif arg.startswith("--ckpt_path="):
+            path = arg.split("=", 1)[1]
+        else:
+            continue
+        if path not in ("last", "best"):
+            Predictor.from_checkpoint(path)
+
+
 class MNISTCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
@@ -66,12 +80,10 @@ class MNISTCLI(LightningCLI):
         parser.link_arguments("model.net", "trainer.logger.init_args.name")
 
     def before_instantiate_classes(self) -> None:
-        """Refuse a missing ``--ckpt_path`` before anything is written; ``fit --ckpt_path last`` resumes the newest
-        run of this model, logging on into its version folder."""
+        """Evaluate a checkpoint with its own normalization; ``fit --ckpt_path last`` resumes the newest run of this
+        model, logging on into its version folder."""
         config = self.config.get(self.subcommand)
         ckpt_path = config.get("ckpt_path")
-        if ckpt_path not in (None, "last", "best") and not Path(ckpt_path).is_file():
-            raise UserError(f"--ckpt_path {ckpt_path}: no such checkpoint file")
         if ckpt_path not in (None, "last", "best"):
             # A network only means what it says on inputs normalized as in training (LightningCLI restores the
             # model's hyperparameters from the checkpoint, not the data module's).
@@ -110,6 +122,7 @@ def main() -> None:
     logging.getLogger("lightning.fabric.utilities.seed").setLevel(logging.WARNING)  # the seed is in config.yaml
     try:
         sys.argv[1:] = expand_recipes(sys.argv[1:])
+        check_checkpoints(sys.argv[1:])
         MNISTCLI(
             MNISTClassifier,
             MNISTDataModule,

@@ -99,7 +99,7 @@ def test_print_config_resolves_the_recipe(tmp_path):
     (["--trainer.accelerator", "gpu"], "gpu"),
     (["--config", "missing.yaml"], "missing.yaml"),
     (["--config", "broken.yaml"], "Problems parsing config"),
-    (["--ckpt_path", "missing.ckpt"], "--ckpt_path missing.ckpt: no such checkpoint file"),
+    (["--ckpt_path", "missing.ckpt"], "missing.ckpt: no such checkpoint file"),
 ])
 def test_bad_configuration_is_one_line_and_creates_nothing(tmp_path, args, message):
     (tmp_path / "broken.yaml").write_text("model: [unclosed\n")
