@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import logging
 import sys
-from argparse import ArgumentError
 import warnings
+from argparse import ArgumentError
 from pathlib import Path
 from typing import Literal
 
@@ -90,7 +90,9 @@ class MNISTCLI(LightningCLI):
             config.data.normalization = Predictor.from_checkpoint(ckpt_path).normalization
         if self.subcommand != "fit" or ckpt_path != "last":
             return
-        logger = config.trainer.logger.init_args
+        logger = getattr(config.trainer.logger, "init_args", None)
+        if logger is None or "save_dir" not in logger:
+            raise UserError("--ckpt_path last finds runs through the TensorBoard logger; give --ckpt_path PATH")
         runs = sorted(Path(logger.save_dir, logger.name).glob("version_*/checkpoints/last.ckpt"),
                       key=lambda p: p.stat().st_mtime)
         if not runs:
