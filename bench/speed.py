@@ -151,14 +151,15 @@ def main() -> None:
         f"Machine: {platform.machine()}, {torch.get_num_threads()} torch threads, CPU only; torch {torch.__version__}, "
         f"lightning {lightning.__version__}, Python {platform.python_version()}.",
         "",
-        f"Produced by: `python bench/speed.py {' '.join(sys.argv[1:])}`".rstrip() + f" ({'quick: 50 steps per epoch' if opts.quick else f'{opts.epochs} epoch(s), full'}).",
+        f"Produced by: `{' '.join(['python bench/speed.py', *sys.argv[1:]])}` "
+        f"({'quick: 50 steps per epoch' if opts.quick else f'{opts.epochs} epoch(s), full'}).",
         "",
         "| network | a s/epoch | b s/epoch | b/a | a samples/s | b samples/s | a peak RSS | b peak RSS | a test acc | b test acc |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for net, a, b in rows:
         lines.append(
-            f"| {net} | {per_epoch(a):.1f} | {per_epoch(b):.1f} | **{b['seconds'] / a['seconds']:.2f}** "
+            f"| {net} | {per_epoch(a):.1f} | {per_epoch(b):.1f} | **{b['seconds'] / a['seconds']:.3f}** "
             f"| {a['samples'] / a['seconds']:,.0f} | {b['samples'] / b['seconds']:,.0f} "
             f"| {a['rss_mb']:,.0f} MB | {b['rss_mb']:,.0f} MB | {100 * a['acc']:.2f} % | {100 * b['acc']:.2f} % |")
     lines += [
@@ -168,7 +169,7 @@ def main() -> None:
         "| network | b s/epoch, contiguous | b s/epoch, channels_last | ratio |",
         "|---|---|---|---|",
     ]
-    lines += [f"| {net} | {per_epoch(c):.1f} | {per_epoch(b):.1f} | {b['seconds'] / c['seconds']:.2f} |"
+    lines += [f"| {net} | {per_epoch(c):.1f} | {per_epoch(b):.1f} | {b['seconds'] / c['seconds']:.3f} |"
               for net, c, b in layout]
     Path(opts.out).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
