@@ -50,9 +50,12 @@ def expand_recipes(args: list[str]) -> list[str]:
     return out
 
 
-def check_checkpoints(args: list[str]) -> None:
+def checkpoint_normalization(args: list[str]) -> list[str]:
     """Vet each ``--ckpt_path`` file (weights only, no code run) before LightningCLI reads it: one line, not a
-    traceback, for a missing, truncated, foreign or crafted file."""
+    traceback, for a missing, truncated, foreign or crafted file. Returns ``--data.normalization`` set to the
+    checkpoint's own: a network only means what it says on inputs normalized as in training (LightningCLI restores
+    the model's hyperparameters from the checkpoint, not the data module's)."""
+    extra: list[str] = []
     for i, arg in enumerate(args):
         if arg == "--ckpt_path" and i + 1 < len(args):
             path = args[i + 1]
@@ -61,7 +64,8 @@ def check_checkpoints(args: list[str]) -> None:
         else:
             continue
         if path not in ("last", "best"):
-            Predictor.from_checkpoint(path)
+            extra = ["--data.normalization", Predictor.from_checkpoint(path).normalization]
+    return extra
 
 
 class MNISTCLI(LightningCLI):
@@ -80,15 +84,9 @@ class MNISTCLI(LightningCLI):
         parser.link_arguments("model.net", "trainer.logger.init_args.name")
 
     def before_instantiate_classes(self) -> None:
-        """Evaluate a checkpoint with its own normalization; ``fit --ckpt_path last`` resumes the newest run of this
-        model, logging on into its version folder."""
+        """``fit --ckpt_path last`` resumes the newest run of this model, logging on into its version folder."""
         config = self.config.get(self.subcommand)
-        ckpt_path = config.get("ckpt_path")
-        if ckpt_path not in (None, "last", "best"):
-            # A network only means what it says on inputs normalized as in training (LightningCLI restores the
-            # model's hyperparameters from the checkpoint, not the data module's).
-            config.data.normalization = Predictor.from_checkpoint(ckpt_path).normalization
-        if self.subcommand != "fit" or ckpt_path != "last":
+        if self.subcommand != "fit" or config.get("ckpt_path") != "last":
             return
         logger = getattr(config.trainer.logger, "init_args", None)
         if logger is None or "save_dir" not in logger:
@@ -124,7 +122,7 @@ def main() -> None:
     logging.getLogger("lightning.fabric.utilities.seed").setLevel(logging.WARNING)  # the seed is in config.yaml
     try:
         sys.argv[1:] = expand_recipes(sys.argv[1:])
-        check_checkpoints(sys.argv[1:])
+        sys.argv += checkpoint_normalization(sys.argv[1:])
         MNISTCLI(
             MNISTClassifier,
             MNISTDataModule,
