@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import os
 from pathlib import Path
 
 import lightning as L
@@ -12,6 +11,8 @@ import torchinfo
 from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.loggers import TensorBoardLogger
 from torchvision.utils import make_grid
+
+from mnist_lit.atomic import replaced_on_success
 
 
 class TorchinfoSummary(L.Callback):
@@ -56,11 +57,9 @@ class PredictionCSV(BasePredictionWriter):
         probs = torch.cat([batch["probs"] for batch in predictions]).max(dim=1)
         path = Path(trainer.log_dir or ".") / "predictions.csv"
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.part")
-        with open(tmp, "w", newline="") as f:
+        with replaced_on_success(path) as tmp, open(tmp, "w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(["index", "digit", "probability"])
             writer.writerows((i, d, f"{p:.6f}") for i, (p, d) in enumerate(zip(probs.values.tolist(),
                                                                                   probs.indices.tolist())))
-        os.replace(tmp, path)
         print(f"predictions: {path}")

@@ -7,6 +7,7 @@ given after it overrides the recipe.
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 import warnings
 from argparse import ArgumentError
@@ -15,7 +16,7 @@ from typing import Literal
 
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
-from lightning.pytorch.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 
 from mnist_lit.callbacks import BestScoreAsHpMetric, PredictionCSV, TorchinfoSummary, TrainingImageGrid
 from mnist_lit.data import MNISTDataModule
@@ -23,6 +24,7 @@ from mnist_lit.errors import UserError, one_line
 from mnist_lit.module import MNISTClassifier
 from mnist_lit.nets import NETS
 from mnist_lit.predict import Predictor
+from mnist_lit.resume import ResumableRun
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
@@ -79,7 +81,9 @@ class MNISTCLI(LightningCLI):
         parser.link_arguments("select_on", "checkpoint.monitor", compute_fn=lambda split: f"{split}/acc")
         parser.link_arguments("select_on", "checkpoint.filename",
                               compute_fn=lambda split: f"epoch={{epoch}}-{split}_acc={{{split}/acc:.4f}}")
-        parser.set_defaults({"checkpoint.mode": "max", "checkpoint.save_last": True,
+        # last.ckpt is written by its own ModelCheckpoint (see main): with save_top_k=1, Lightning ≥ 2.6 updates this
+        # one's last.ckpt only in epochs that improve the best score.
+        parser.set_defaults({"checkpoint.mode": "max", "checkpoint.save_last": False,
                              "checkpoint.auto_insert_metric_name": False})
         parser.link_arguments("model.net", "trainer.logger.init_args.name")
 
@@ -136,7 +140,10 @@ def main() -> None:
                 },
                 "max_epochs": 10,
                 "enable_model_summary": False,
-                "callbacks": [TorchinfoSummary(), TrainingImageGrid(), BestScoreAsHpMetric(), PredictionCSV()],
+                "callbacks": [TorchinfoSummary(), TrainingImageGrid(), BestScoreAsHpMetric(), PredictionCSV(),
+                              ResumableRun(),
+                              ModelCheckpoint(filename="last", enable_version_counter=False)],  # every epoch
+                "plugins": [{"class_path": "mnist_lit.resume.AtomicCheckpointIO"}],
             },
             parser_kwargs={"description": "Train, evaluate and use the classic MNIST tutorial networks. "
                                           "`predict-images --help` predicts your own image files; "
@@ -146,6 +153,8 @@ def main() -> None:
     except (UserError, ArgumentError, MisconfigurationException) as err:
         print(f"error: {one_line(err)}", file=sys.stderr)
         raise SystemExit(2) from None
+    except SIGTERMException:  # Lightning stopped after the step it was in; ResumableRun said how to resume
+        raise SystemExit(128 + signal.SIGTERM) from None
 
 
 if __name__ == "__main__":

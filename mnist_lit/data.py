@@ -14,7 +14,7 @@ import lightning as L
 import torch
 from jsonargparse.typing import NonNegativeInt, PositiveInt
 from lightning.pytorch.utilities import rank_zero_info
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, RandomSampler
 from torchvision.datasets import MNIST
 
 from mnist_lit.errors import UserError
@@ -61,6 +61,24 @@ class InMemoryMNIST(Dataset):
     def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         index = torch.as_tensor(indices, device=self.images.device)
         return self.images[index], self.labels[index]
+
+
+class EpochShuffle(RandomSampler):
+    """A RandomSampler whose order depends only on the run's seed and the epoch, as DistributedSampler's does.
+
+    The default sampler draws each epoch's order from the global random state, which a restarted process does not
+    have: with this one, a run resumed from an epoch-end checkpoint sees the batches the uninterrupted run saw.
+    Lightning calls ``set_epoch`` before every epoch (and swaps in a DistributedSampler, seeded the same way, under
+    DDP).
+    """
+
+    def __init__(self, data_source: Dataset, seed: int) -> None:
+        super().__init__(data_source, generator=torch.Generator())
+        self.seed = seed
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.generator.manual_seed(self.seed + epoch)
 
 
 class MNISTDataModule(L.LightningDataModule):
@@ -125,13 +143,15 @@ class MNISTDataModule(L.LightningDataModule):
         self.val_set = InMemoryMNIST(train.data[val_idx].to(device), train.targets[val_idx].to(device))
         self.test_set = InMemoryMNIST(test.data.to(device), test.targets.to(device))
 
-    def _loader(self, dataset: InMemoryMNIST, batch_size: int, shuffle: bool = False) -> DataLoader:
+    def _loader(self, dataset: InMemoryMNIST, batch_size: int, sampler: RandomSampler | None = None) -> DataLoader:
         workers = 0 if dataset.images.is_cuda else self.hparams.num_workers  # CUDA tensors stay in this process
-        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, collate_fn=_keep_batch,
+        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=_keep_batch,
                           num_workers=workers, persistent_workers=workers > 0)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, self.hparams.batch_size, shuffle=True)
+        # the seed Lightning's seed_everything (LightningCLI's --seed_everything) set, as DistributedSampler reads it
+        seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
+        return self._loader(self.train_set, self.hparams.batch_size, EpochShuffle(self.train_set, seed))
 
     def val_dataloader(self) -> list[DataLoader]:
         """The validation split and the official test set, so both are scored after every epoch."""

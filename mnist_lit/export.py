@@ -41,7 +41,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -50,6 +49,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from mnist_lit.atomic import Discard, replaced_on_success
 from mnist_lit.data import NORMALIZATIONS, MNISTDataModule, normalize
 from mnist_lit.errors import UserError, first_line, run_reporting_errors
 from mnist_lit.predict import Predictor
@@ -214,25 +214,6 @@ def output_target(ckpt: str | Path, fmt: str, out: str | None, overwrite: bool) 
     return target
 
 
-def _temporary_beside(target: Path) -> Path:
-    try:
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    except OSError as err:
-        raise UserError(f"{target}: cannot write in {target.parent} ({err.strerror or err})") from None
-    os.close(fd)
-    return Path(tmp)
-
-
-def _publish(tmp: Path, target: Path, overwrite: bool) -> None:
-    """Rename into place; the permissions a plain ``open`` would give (mkstemp makes the file private)."""
-    if target.exists() and not overwrite:  # it appeared while we were exporting
-        raise UserError(f"{target} already exists; pass --overwrite to replace it")
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    os.replace(tmp, target)
-
-
 def export(ckpt: str | Path, fmt: str, out: str | Path | None = None, overwrite: bool = False,
            data_dir: str | None = None, check: bool = True, report: Callable[[str], None] = print
            ) -> tuple[Path | None, Comparison | None]:
@@ -247,23 +228,23 @@ def export(ckpt: str | Path, fmt: str, out: str | Path | None = None, overwrite:
     target = output_target(ckpt, fmt, None if out is None else str(out), overwrite)
     data = mnist_test_set(data_dir if data_dir is not None else os.environ.get("MNIST_LIT_DATA_DIR", "data")) \
         if check else None
-    tmp = _temporary_beside(target)
-    try:
+    comparison = None
+    with replaced_on_success(target) as tmp:
         try:
             SAVERS[fmt](exportable(predictor), tmp, metadata(predictor, ckpt))
         except UserError:
             raise
         except Exception as err:
             raise RuntimeError(f"{fmt} export of {ckpt} failed ({first_line(err)})") from err
-        comparison = None
         if data is not None:
             comparison = compare(predictor, load_exported(tmp, fmt), *data)
             report(str(comparison))
             if not comparison.ok:
-                return None, comparison
-        _publish(tmp, target, overwrite)
-    finally:
-        tmp.unlink(missing_ok=True)
+                raise Discard
+        if target.exists() and not overwrite:  # it appeared while we were exporting
+            raise UserError(f"{target} already exists; pass --overwrite to replace it")
+    if comparison is not None and not comparison.ok:
+        return None, comparison
     return target, comparison
 
 

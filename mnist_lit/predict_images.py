@@ -15,9 +15,7 @@ import argparse
 import csv
 import json
 import math
-import os
 import sys
-import tempfile
 import warnings
 from pathlib import Path
 from typing import TextIO
@@ -25,6 +23,7 @@ from typing import TextIO
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+from mnist_lit.atomic import replaced_on_success
 from mnist_lit.errors import UserError, run_reporting_errors
 from mnist_lit.predict import FileResult, Predictor, predict_files
 
@@ -155,21 +154,6 @@ def render_sheet(results: list[FileResult], cell: int = THUMBNAIL) -> Image.Imag
     return sheet
 
 
-def save_atomically(image: Image.Image, target: Path, image_format: str) -> None:
-    """Write to a temporary file beside the target, then rename: a reader never sees half a file."""
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            image.save(f, format=image_format)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; an image is as readable as any other file
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def run(args: argparse.Namespace) -> int:
     device = _device(args.device)
     sheet = _sheet_target(args.sheet) if args.sheet else None
@@ -186,7 +170,8 @@ def run(args: argparse.Namespace) -> int:
         if len(results) > SHEET_LIMIT:
             print(f"note: the contact sheet shows the first {SHEET_LIMIT} of {len(results)} images", file=sys.stderr)
         try:
-            save_atomically(render_sheet(results[:SHEET_LIMIT]), target, image_format)
+            with replaced_on_success(target) as tmp:
+                render_sheet(results[:SHEET_LIMIT]).save(tmp, format=image_format)
         except (OSError, ValueError) as err:
             print(f"error: {target}: cannot write the contact sheet ({' '.join(str(err).split())})", file=sys.stderr)
             return 1

@@ -7,10 +7,10 @@ crash or a full disk never leaves a half-written file where the loader would rea
 from __future__ import annotations
 
 import codecs
+import errno
 import gzip
 import hashlib
 import io
-import os
 import pickle
 import shutil
 import subprocess
@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mnist_lit.atomic import replaced_on_success
 from mnist_lit.errors import UserError
 
 
@@ -64,19 +65,13 @@ def is_valid(path: Path, pin: Pin) -> bool:
 
 
 def install(source: Path, target: Path, pin: Pin) -> None:
-    """Copy ``source`` (plain or gzipped) next to ``target`` under a temporary name, verify it, then rename it."""
+    """Copy ``source`` (plain or gzipped) over ``target`` if the copy matches ``pin``; never a half-written target."""
     opener = gzip.open if source.suffix == ".gz" else open
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.part")
-    try:
+    with replaced_on_success(target) as tmp:
         with opener(source, "rb") as src, open(tmp, "wb") as dst:
             shutil.copyfileobj(src, dst, 1 << 20)
-            dst.flush()
-            os.fsync(dst.fileno())
         if not is_valid(tmp, pin):
             raise ProvisionError(f"{source} does not match the sha256 pin of {target.name}")
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 # --- idx files <-> arrays -------------------------------------------------------------------------------------
@@ -191,31 +186,56 @@ def missing_files(raw_dir: Path, pins: Mapping[str, Pin]) -> list[str]:
             try:
                 install(packed, target, pin)
                 continue
-            except (OSError, EOFError, ProvisionError):
+            except (OSError, EOFError, UserError):  # corrupt, or the folder is not writable: a source must serve it
                 pass
         missing.append(name)
     return missing
 
 
+# The disk, not the source, is at fault: trying the next source would only fail the same way.
+_WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS}
+
+
 def provision(raw_dir: Path, pins: Mapping[str, Pin] = OFFICIAL_PINS,
               sources: Iterable[str] | None = None) -> str:
-    """Make every pinned file valid in ``raw_dir``; return the name of the source that served."""
-    raw_dir.mkdir(parents=True, exist_ok=True)
+    """Make every pinned file valid in ``raw_dir``; return the name of the source that served.
+
+    A read-only ``raw_dir`` is fine when its files are already valid.
+    """
+    try:
+        raw_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise _cannot_write(raw_dir, err) from None
     missing = missing_files(raw_dir, pins)
     if not missing:
         return f"the verified files in {raw_dir}"
     failures = []
     for label in sources if sources is not None else SOURCES:
-        with tempfile.TemporaryDirectory(prefix=".provision-", dir=raw_dir) as tmp:
-            try:
+        try:
+            with tempfile.TemporaryDirectory(prefix=".provision-", dir=raw_dir) as tmp:
                 folder = SOURCES[label](Path(tmp))
                 for name in missing:
                     install(folder / name, raw_dir / name, pins[name])
-                return label
-            except Exception as err:  # noqa: BLE001 - each source may fail in its own way; the next one is tried
-                failures.append(f"{label}: {str(err).splitlines()[0] if str(err) else type(err).__name__}")
-                missing = missing_files(raw_dir, pins)
+            return label
+        except OSError as err:
+            if err.errno in _WRITE_ERRORS:
+                raise _cannot_write(raw_dir, err) from None
+            failures.append(f"{label}: {_reason(err)}")
+        except Exception as err:  # noqa: BLE001 - each source may fail in its own way; the next one is tried
+            failures.append(f"{label}: {_reason(err)}")
+        missing = missing_files(raw_dir, pins)
     raise ProvisionError(
         f"no source could supply verified MNIST files ({'; '.join(failures)}). "
         f"Put {', '.join(missing)} (plain or .gz) into {raw_dir} and run again."
+    )
+
+
+def _reason(err: BaseException) -> str:
+    return str(err).splitlines()[0] if str(err) else type(err).__name__
+
+
+def _cannot_write(raw_dir: Path, err: OSError) -> ProvisionError:
+    return ProvisionError(
+        f"cannot write MNIST into {raw_dir} ({err.strerror or err}): free some space or make the folder writable, "
+        f"or point --data.data_dir (or MNIST_LIT_DATA_DIR) at another folder"
     )

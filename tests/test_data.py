@@ -47,8 +47,11 @@ def test_x255_gives_raw_pixel_values():
     assert normalize(images, "x255").flatten().tolist() == pytest.approx([0.0, 128.0, 255.0])
 
 
-def test_fast_path_yields_the_reference_batches_in_the_same_order(tiny_data):
-    """Same seed → same images, labels and per-epoch order as torchvision's dataset + per-sample transforms."""
+def test_fast_path_yields_the_reference_batches_in_the_same_order(tiny_data, monkeypatch):
+    """Same seed → same images, labels and per-epoch order as torchvision's dataset + per-sample transforms, shuffled
+    by a RandomSampler whose generator is seeded with seed + epoch (as DistributedSampler seeds its shuffle)."""
+    seed = 5
+    monkeypatch.setenv("PL_GLOBAL_SEED", str(seed))  # what seed_everything(5) (--seed_everything 5) sets
     dm = tiny_data(normalization="mnist", batch_size=16)
     dm.prepare_data()
     dm.setup("fit")
@@ -58,15 +61,19 @@ def test_fast_path_yields_the_reference_batches_in_the_same_order(tiny_data):
     order = torch.randperm(len(reference), generator=torch.Generator().manual_seed(dm.hparams.split_seed))
     reference_train = torch.utils.data.Subset(reference, order[dm.hparams.val_size :].tolist())
 
+    loader = dm.train_dataloader()
+    epochs = []
     for epoch in range(2):
-        torch.manual_seed(epoch)
-        fast = [dm.on_after_batch_transfer(batch, 0) for batch in dm.train_dataloader()]
-        torch.manual_seed(epoch)
-        slow = list(torch.utils.data.DataLoader(reference_train, batch_size=16, shuffle=True))
+        loader.sampler.set_epoch(epoch)  # as Lightning does before every epoch
+        fast = [dm.on_after_batch_transfer(batch, 0) for batch in loader]
+        shuffle = torch.utils.data.RandomSampler(reference_train, generator=torch.Generator().manual_seed(seed + epoch))
+        slow = list(torch.utils.data.DataLoader(reference_train, batch_size=16, sampler=shuffle))
         assert len(fast) == len(slow)
         for (x, y), (ref_x, ref_y) in zip(fast, slow):
             assert torch.equal(y, ref_y)
             torch.testing.assert_close(x, ref_x, rtol=1e-5, atol=1e-4)
+        epochs.append(torch.cat([y for _, y in fast]))
+    assert not torch.equal(epochs[0], epochs[1]), "each epoch has its own order"
 
 
 def test_labels_out_of_range_are_refused_before_training(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import gzip
 import os
 import pickle
@@ -96,3 +97,64 @@ def test_hub_wheel_with_wrong_sha256_is_not_opened(tmp_path: Path):
     fake.write_bytes(b"PK not the real wheel")
     with pytest.raises(prov.ProvisionError, match="sha256"):
         prov.read_hub_pickle(fake)
+
+
+def _listing(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in folder.iterdir()}
+
+
+def test_full_disk_while_provisioning_stops_with_advice_and_leaves_nothing_half_written(tmp_path: Path, monkeypatch):
+    good = tmp_path / "good"
+    pins = write_tiny_mnist(good)
+    raw = tmp_path / "data" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    (raw / "t10k-labels-idx1-ubyte").write_bytes((good / "MNIST" / "raw" / "t10k-labels-idx1-ubyte").read_bytes())
+    (raw / "t10k-images-idx3-ubyte").write_bytes(b"a truncated download")
+    before = _listing(raw)
+    copy = prov.shutil.copyfileobj
+
+    def fills_the_disk(src, dst, length=0):  # the disk fills up half-way through the second file
+        if fills_the_disk.calls == 1:
+            dst.write(src.read(100))
+            raise OSError(errno.ENOSPC, "No space left on device")
+        fills_the_disk.calls += 1
+        copy(src, dst, length)
+
+    fills_the_disk.calls = 0
+    monkeypatch.setattr(prov.shutil, "copyfileobj", fills_the_disk)
+    monkeypatch.setitem(prov.SOURCES, "good", lambda workdir: good / "MNIST" / "raw")
+    monkeypatch.setitem(prov.SOURCES, "never tried", lambda workdir: pytest.fail("a full disk is not the source's fault"))
+    with pytest.raises(prov.ProvisionError) as err:
+        prov.provision(raw, pins, sources=["good", "never tried"])
+    message = str(err.value)
+    assert "\n" not in message and str(raw) in message and "No space left on device" in message
+    assert "free some space" in message and "--data.data_dir" in message
+    after = _listing(raw)
+    assert "train-images-idx3-ubyte" not in after, "the file the disk filled up on is not left half-written"
+    assert not [name for name in after if name.startswith(".")], "no temporary files left behind"
+    for name, data in after.items():  # each file is as it was, or complete and verified (written before the disk filled)
+        assert data == before.get(name) or prov.is_valid(raw / name, pins[name]), name
+
+
+def test_read_only_data_folder(tmp_path: Path, monkeypatch):
+    """Verified files in a read-only folder are used as they are; missing ones give advice, not a traceback.
+
+    The tests may run as root, whom file modes do not stop, so the folder's refusal is simulated where files are
+    created: every file and folder mnist_lit creates in a data folder comes from mkstemp or mkdtemp."""
+    pins = write_tiny_mnist(tmp_path)
+    raw = tmp_path / "MNIST" / "raw"
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied", str(raw))
+
+    monkeypatch.setattr(prov.tempfile, "mkdtemp", refuse)
+    monkeypatch.setattr(prov.tempfile, "mkstemp", refuse)
+    assert prov.provision(raw, pins, sources=[]).startswith("the verified files")
+
+    (raw / "train-labels-idx1-ubyte").unlink()
+    (raw / "train-labels-idx1-ubyte.gz").write_bytes(b"not gzip")
+    with pytest.raises(prov.ProvisionError) as err:
+        prov.provision(raw, pins, sources=list(prov.SOURCES))
+    message = str(err.value)
+    assert "\n" not in message and f"cannot write MNIST into {raw} (Permission denied)" in message
+    assert "make the folder writable" in message

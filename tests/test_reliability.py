@@ -10,6 +10,7 @@ import lightning as L
 import torch
 
 from mnist_lit.module import MNISTClassifier
+from mnist_lit.resume import ResumableRun
 
 
 def fit_once(dm, tmp_path, name: str) -> tuple[dict, dict]:
@@ -45,3 +46,20 @@ def test_a_checkpoint_that_would_run_code_is_refused(tmp_path):
         assert run.stderr.strip().startswith("error: ") and len(run.stderr.strip().splitlines()) == 1, run.stderr
         assert "evil.ckpt" in run.stderr and "Traceback" not in run.stderr
         assert not marker.exists(), "loading a checkpoint must never run code from it"
+
+
+def test_an_epochs_random_numbers_depend_only_on_the_seed_and_the_epoch(tiny_data, tmp_path):
+    """A replayed epoch draws the same dropout masks and the same batch order, whatever ran in the process before."""
+    L.seed_everything(3, verbose=False)
+    start = MNISTClassifier(net="bncnn").state_dict()
+    weights = []
+    for unrelated_draws in (0, 5):
+        torch.rand(unrelated_draws)  # what a fresh process resuming at this epoch would not have drawn
+        model = MNISTClassifier(net="bncnn")
+        model.load_state_dict(start)
+        trainer = L.Trainer(max_epochs=1, limit_train_batches=3, limit_val_batches=0, logger=False,
+                            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                            callbacks=[ResumableRun()], default_root_dir=tmp_path)
+        trainer.fit(model, datamodule=tiny_data())
+        weights.append(model.state_dict())
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])

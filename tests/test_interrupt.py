@@ -1,0 +1,117 @@
+"""Interrupted runs: SIGKILL, SIGTERM or Ctrl+C in mid-epoch, then ``fit --ckpt_path last``, finish exactly as an
+uninterrupted run with the same seed does: same metrics, same best checkpoint, bit-identical weights (CPU)."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+# cnn3block's recipe has a warm-up, so the scheduler's state must survive too. (Dropout is covered in-process by
+# test_an_epochs_random_numbers_depend_only_on_the_seed_and_the_epoch: bncnn's checkpoints make this test slow.)
+RUN = ["fit", "--model", "cnn3block", "--trainer.max_epochs", "3", "--trainer.limit_train_batches", "5",
+       "--trainer.limit_val_batches", "1", "--trainer.limit_test_batches", "1", "--data.eval_batch_size", "100",
+       "--trainer.enable_progress_bar", "false"]
+
+# Runs the real CLI, and sends itself SIGNAL from inside epoch 1's 4th training step.
+STOPPING_CLI = """
+import os, signal, sys
+from mnist_lit import cli
+from mnist_lit.module import MNISTClassifier
+
+step = MNISTClassifier.training_step
+
+def stopping_step(self, batch, batch_idx):
+    if self.current_epoch == 1 and batch_idx == 3:
+        os.kill(os.getpid(), signal.{name})
+    return step(self, batch, batch_idx)
+
+MNISTClassifier.training_step = stopping_step
+cli.main()
+"""
+
+
+def run(cwd: Path, *args: str, stop: str | None = None) -> subprocess.CompletedProcess:
+    program = ["-c", STOPPING_CLI.format(name=stop)] if stop else ["-m", "mnist_lit.cli"]
+    return subprocess.run([sys.executable, *program, *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def outcome(cwd: Path, stdout: str) -> dict:
+    """What a finished run leaves: its report, its curves and its checkpoints' weights."""
+    version = cwd / "lightning_logs" / "cnn3block" / "version_0"
+    events = EventAccumulator(str(version)).Reload()
+    curves = {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in ("val/acc", "test/acc", "train/loss")}
+    checkpoints = {p.name: torch.load(p, weights_only=True) for p in (version / "checkpoints").glob("*.ckpt")}
+    return {
+        "report": [line for line in stdout.splitlines() if line.startswith(("best checkpoint:", "test accuracy:"))],
+        "curves": curves,
+        "checkpoints": sorted(checkpoints),
+        "weights": {name: ckpt["state_dict"] for name, ckpt in checkpoints.items()},
+        "epochs": {name: (ckpt["epoch"], ckpt["global_step"]) for name, ckpt in checkpoints.items()},
+    }
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, mnist_dir) -> dict:
+    cwd = tmp_path_factory.mktemp("uninterrupted")
+    done = run(cwd, *RUN, "--data.data_dir", mnist_dir)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return outcome(cwd, done.stdout)
+
+
+def stop_in_epoch_1(cwd: Path, stop: str, status: int, mnist_dir: str) -> None:
+    stopped = run(cwd, *RUN, "--data.data_dir", mnist_dir, stop=stop)
+    assert stopped.returncode == status, stopped.stderr[-3000:]
+    last = cwd / "lightning_logs" / "cnn3block" / "version_0" / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=True)["epoch"] == 0, "last.ckpt holds the end of the last whole epoch"
+    if stop != "SIGKILL":
+        assert f"stopped in epoch 1; {last.relative_to(cwd)} holds the run" in stopped.stderr, stopped.stderr
+        assert "Traceback" not in stopped.stderr
+
+
+def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path, mnist_dir):
+    stop_in_epoch_1(tmp_path, "SIGINT", 1, mnist_dir)  # 1: Lightning's own status after a KeyboardInterrupt
+
+
+@pytest.mark.parametrize("stop, status", [("SIGKILL", -signal.SIGKILL), ("SIGTERM", 128 + signal.SIGTERM)])
+def test_interrupted_run_resumes_to_the_same_result(tmp_path, mnist_dir, uninterrupted, stop, status):
+    stop_in_epoch_1(tmp_path, stop, status, mnist_dir)
+
+    resumed = run(tmp_path, *RUN, "--data.data_dir", mnist_dir, "--ckpt_path", "last")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert sorted(p.name for p in (tmp_path / "lightning_logs" / "cnn3block").iterdir()) == ["version_0"]
+    result = outcome(tmp_path, resumed.stdout)
+    for key in ("report", "curves", "checkpoints", "epochs"):
+        assert result[key] == uninterrupted[key], key
+    for name, weights in uninterrupted["weights"].items():
+        assert all(torch.equal(weights[k], result["weights"][name][k]) for k in weights), name
+
+
+KILLED_WHILE_SAVING = """
+import os, signal, sys, torch
+from mnist_lit.resume import AtomicCheckpointIO
+
+io = AtomicCheckpointIO()
+io.save_checkpoint({"state_dict": {"w": torch.zeros(3)}}, sys.argv[1])
+
+def dies_half_way(obj, f, *args, **kwargs):
+    with open(f, "wb") as out:
+        out.write(b"PK half a checkpoint")
+        out.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+torch.save = dies_half_way
+io.save_checkpoint({"state_dict": {"w": torch.ones(3)}}, sys.argv[1])
+"""
+
+
+def test_a_kill_while_saving_leaves_the_previous_checkpoint_readable(tmp_path):
+    path = tmp_path / "checkpoints" / "last.ckpt"
+    killed = subprocess.run([sys.executable, "-c", KILLED_WHILE_SAVING, str(path)], capture_output=True, timeout=120)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert torch.equal(torch.load(path, weights_only=True)["state_dict"]["w"], torch.zeros(3))
