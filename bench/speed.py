@@ -83,7 +83,7 @@ def tutorial_loop(net_name: str, epochs: int, steps: int | None, data_dir: str, 
 
 
 def mnist_lit_fit(net_name: str, epochs: int, steps: int | None, data_dir: str, seed: int,
-                  channels_last: bool = True) -> dict:
+                  channels_last: bool = True, precision: str = "32-true", compile_net: bool = False) -> dict:
     import lightning as L
 
     from mnist_lit.data import MNISTDataModule
@@ -93,8 +93,11 @@ def mnist_lit_fit(net_name: str, epochs: int, steps: int | None, data_dir: str, 
     L.seed_everything(seed, verbose=False)
     dm = MNISTDataModule(data_dir=data_dir, **cfg["data"])
     model = MNISTClassifier(**cfg["model"], channels_last=channels_last)
+    if compile_net:
+        model.net.compile()  # in place: the state_dict keeps its keys; compile time counts as training time
     trainer = L.Trainer(max_epochs=epochs, limit_train_batches=steps, limit_val_batches=0, logger=False,
-                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        precision=precision)
     start = time.perf_counter()
     trainer.fit(model, datamodule=dm)
     seconds = time.perf_counter() - start
@@ -104,8 +107,11 @@ def mnist_lit_fit(net_name: str, epochs: int, steps: int | None, data_dir: str, 
 
 
 SIDES = {"a": tutorial_loop, "b": mnist_lit_fit,
-         "b-contiguous": lambda *args: mnist_lit_fit(*args, channels_last=False)}
+         "b-contiguous": lambda *args: mnist_lit_fit(*args, channels_last=False),
+         "b-bf16": lambda *args: mnist_lit_fit(*args, precision="bf16-mixed"),
+         "b-compile": lambda *args: mnist_lit_fit(*args, compile_net=True)}
 CONV_NETS = {"lenet5", "lenet", "cnn3block", "bncnn"}
+OPTIONS = {"b-bf16": "`--trainer.precision bf16-mixed`", "b-compile": "`torch.compile` of the network"}
 
 
 def measure(side: str, net: str, opts: argparse.Namespace) -> dict:
@@ -125,6 +131,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="50 steps per epoch: a smoke run, not figures")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-dir", default=str(ROOT / "data"))
+    parser.add_argument("--options-for", nargs="*", default=["mlp", "lenet5", "cnn3block"],
+                        help="networks on which bf16-mixed and torch.compile are also measured")
     parser.add_argument("--out", default=str(ROOT / "bench" / "RESULTS.md"))
     parser.add_argument("--one", choices=SIDES, help=argparse.SUPPRESS)
     opts = parser.parse_args()
@@ -137,13 +145,15 @@ def main() -> None:
     import lightning
     import torch
 
-    rows, layout = [], []
+    rows, layout, options = [], [], []
     for net in opts.only:
         a, b = measure("a", net, opts), measure("b", net, opts)
         rows.append((net, a, b))
         print(net, a, b, flush=True)
         if net in CONV_NETS:
             layout.append((net, measure("b-contiguous", net, opts), b))
+        if net in opts.options_for:
+            options.append((net, b, {side: measure(side, net, opts) for side in OPTIONS}))
     per_epoch = lambda r: r["seconds"] / opts.epochs  # noqa: E731
     lines = [
         "# Speed: the tutorials' loops (a) against mnist_lit (b)",
@@ -171,6 +181,17 @@ def main() -> None:
     ]
     lines += [f"| {net} | {per_epoch(c):.1f} | {per_epoch(b):.1f} | {b['seconds'] / c['seconds']:.3f} |"
               for net, c, b in layout]
+    lines += [
+        "",
+        "What the other options would buy in (b) (time relative to (b) as run above; < 1 is faster):",
+        "",
+        "| network | b s/epoch | " + " | ".join(f"{label}: s/epoch, ratio, test acc" for label in OPTIONS.values())
+        + " |",
+        "|---|---|" + "---|" * len(OPTIONS),
+    ]
+    lines += [f"| {net} | {per_epoch(b):.1f} | " + " | ".join(
+        f"{per_epoch(r):.1f}, **{r['seconds'] / b['seconds']:.2f}**, {100 * r['acc']:.2f} %" for r in measured.values())
+        + " |" for net, b, measured in options]
     Path(opts.out).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

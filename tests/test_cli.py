@@ -10,10 +10,12 @@ import pytest
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+import mnist_lit.cli
 from mnist_lit.module import MNISTClassifier
 
-TINY = ["--trainer.max_epochs", "2", "--trainer.limit_train_batches", "5", "--trainer.limit_val_batches", "1",
-        "--trainer.limit_test_batches", "1", "--trainer.enable_progress_bar", "false"]
+# Batch limits are counts from 2 up: LightningCLI reads "1" as the float 1.0, which Lightning takes as 100 %.
+TINY = ["--trainer.max_epochs", "2", "--trainer.limit_train_batches", "5", "--trainer.limit_val_batches", "2",
+        "--trainer.limit_test_batches", "2", "--trainer.enable_progress_bar", "false"]
 
 
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -44,7 +46,10 @@ def test_fit_writes_checkpoints_events_and_config(tmp_path, mnist_dir):
     assert len(events.Scalars("val/acc")) == 2 and len(events.Scalars("test/acc")) >= 2  # per epoch, + final test
     hp_metric = events.Scalars("hp_metric")[-1].value
     assert hp_metric == pytest.approx(max(e.value for e in events.Scalars("test/acc")[:2]), abs=1e-6)
-    assert {"train/images", "test/confusion_matrix"} <= set(events.Tags()["images"])
+    assert "train/images" in events.Tags()["images"]
+    table = events.Tensors("test/confusion_matrix/text_summary")[-1].tensor_proto.string_val[0].decode()
+    counts = [[int(c) for c in row.split("|")[2:-1]] for row in table.splitlines()[2:]]
+    assert len(counts) == 10 and sum(map(sum, counts)) == 2 * 1000  # the final test's 2 batches of 1,000 images
 
     loaded = MNISTClassifier.load_from_checkpoint(version / "checkpoints" / best[0])
     assert loaded.hparams.net == "cnn3block"
@@ -108,3 +113,24 @@ def test_bad_configuration_is_one_line_and_creates_nothing(tmp_path, args, messa
     assert run.returncode == 2, run.stderr
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], run.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.yaml"], "a refused run writes nothing"
+
+
+def test_fast_help_is_lightning_clis_own_help(tmp_path, monkeypatch, capsys):
+    """``--help`` alone prints cli_help.txt before any heavy import; that file must be what LightningCLI prints."""
+    cached = Path(mnist_lit.cli.__file__).with_name("cli_help.txt").read_text(encoding="utf-8")
+    monkeypatch.setenv("COLUMNS", "100")  # the width cli_help.txt is rendered at
+    monkeypatch.setattr(sys, "argv", ["cli.py", "--help"])
+    with pytest.raises(SystemExit) as done:
+        mnist_lit.cli.main()  # imported, not run as __main__: no fast path, LightningCLI renders its help live
+    assert done.value.code == 0
+    assert capsys.readouterr().out == cached, (
+        "mnist_lit/cli_help.txt is out of date; regenerate it with: COLUMNS=100 .venv/bin/python -c "
+        "'import sys; sys.argv += [\"--help\"]; from mnist_lit import cli; cli.main()' > mnist_lit/cli_help.txt")
+
+    for flag in ("--help", "-h"):
+        fast = subprocess.run([sys.executable, "-X", "importtime", "-m", "mnist_lit.cli", flag], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=60, check=False)
+        assert fast.returncode == 0 and fast.stdout == cached, fast.stderr[-3000:]
+        imported = {line.rsplit("|", 1)[1].strip().split(".")[0] for line in fast.stderr.splitlines()
+                    if line.startswith("import time:")}
+        assert "encodings" in imported and not imported & {"torch", "lightning", "jsonargparse"}, sorted(imported)

@@ -15,7 +15,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 # cnn3block's recipe has a warm-up, so the scheduler's state must survive too. (Dropout is covered in-process by
 # test_an_epochs_random_numbers_depend_only_on_the_seed_and_the_epoch: bncnn's checkpoints make this test slow.)
 RUN = ["fit", "--model", "cnn3block", "--trainer.max_epochs", "3", "--trainer.limit_train_batches", "5",
-       "--trainer.limit_val_batches", "1", "--trainer.limit_test_batches", "1", "--data.eval_batch_size", "100",
+       "--trainer.limit_val_batches", "2", "--trainer.limit_test_batches", "2", "--data.eval_batch_size", "100",
        "--trainer.enable_progress_bar", "false"]
 
 # Runs the real CLI, and sends itself SIGNAL from inside epoch 1's 4th training step.

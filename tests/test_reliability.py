@@ -1,15 +1,18 @@
-"""Reproducible runs, and checkpoints treated as data."""
+"""Reproducible runs, checkpoints treated as data, and writes confined to the data and log folders."""
 
 from __future__ import annotations
 
+import gzip
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import lightning as L
 import torch
 
 from mnist_lit.module import MNISTClassifier
+from mnist_lit.provision import OFFICIAL_PINS
 from mnist_lit.resume import ResumableRun
 
 
@@ -63,3 +66,26 @@ def test_an_epochs_random_numbers_depend_only_on_the_seed_and_the_epoch(tiny_dat
         trainer.fit(model, datamodule=tiny_data())
         weights.append(model.state_dict())
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+def test_a_run_writes_only_into_its_data_and_log_folders(tmp_path, mnist_dir):
+    """Provisioning, training and testing write into data_dir and lightning_logs/ only: nothing in HOME, the working
+    folder or the temp folder (except the empty torchinductor_<user> folder torch itself makes there on import)."""
+    home, tmp, cwd, data = (tmp_path / name for name in ("home", "tmp", "cwd", "data"))
+    raw = data / "MNIST" / "raw"
+    for folder in (home, tmp, cwd, raw):
+        folder.mkdir(parents=True)
+    for name in OFFICIAL_PINS:  # provisioning has work to do: unpack these
+        (raw / f"{name}.gz").write_bytes(gzip.compress((Path(mnist_dir) / "MNIST" / "raw" / name).read_bytes(), 1))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("XDG_", "MPLCONFIGDIR", "TORCHINDUCTOR"))}
+    run = subprocess.run(
+        [sys.executable, "-m", "mnist_lit.cli", "fit", "--model", "lenet5", "--data.data_dir", str(data),
+         "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "3", "--trainer.limit_val_batches", "2",
+         "--trainer.limit_test_batches", "2", "--trainer.enable_progress_bar", "false"],
+        cwd=cwd, env={**env, "HOME": str(home), "TMPDIR": str(tmp)}, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert not any(home.iterdir())
+    assert [p.name for p in cwd.iterdir()] == ["lightning_logs"]
+    assert all(p.name.startswith("torchinductor_") and not any(p.iterdir()) for p in tmp.iterdir())
+    assert sorted(p.name for p in data.rglob("*")) == sorted(["MNIST", "raw", *OFFICIAL_PINS,
+                                                              *(f"{name}.gz" for name in OFFICIAL_PINS)])
