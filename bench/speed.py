@@ -41,7 +41,7 @@ def tutorial_loop(net_name: str, epochs: int, steps: int | None, data_dir: str, 
     from torch.utils.data import DataLoader
     from torchvision import datasets, transforms
 
-    from mnist_lit.data import NORMALIZATIONS
+    from mnist_lit.normalization import NORMALIZATIONS
     from mnist_lit.nets import build_net
 
     cfg = recipe(net_name)

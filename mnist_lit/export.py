@@ -50,8 +50,9 @@ import torch
 from torch import nn
 
 from mnist_lit.atomic import Discard, replaced_on_success
-from mnist_lit.data import NORMALIZATIONS, MNISTDataModule, normalize
+from mnist_lit.data import MNISTDataModule
 from mnist_lit.errors import UserError, first_line, run_reporting_errors
+from mnist_lit.normalization import NORMALIZATIONS, normalize
 from mnist_lit.predict import Predictor
 
 PROG = "python -m mnist_lit.cli export"
@@ -76,18 +77,18 @@ class PixelsToLogits(nn.Module):
         self.normalization = normalization
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        # the same operations, in the same order, as mnist_lit.data.normalize
+        # the same operations, in the same order, as mnist_lit.normalization.normalize
         return self.net((pixels.to(torch.float32) / 255 - self.mean) / self.std)
 
 
 def exportable(predictor: Predictor) -> PixelsToLogits:
     """The module that is exported, in eval mode on the CPU; the checkpoint's network itself is left untouched."""
-    return PixelsToLogits(predictor.model.net, predictor.normalization).cpu().eval()
+    return PixelsToLogits(predictor.net, predictor.normalization).cpu().eval()
 
 
 def metadata(predictor: Predictor, ckpt: str | Path) -> dict[str, str]:
     """What the file says about itself (ONNX metadata_props; a ``mnist_lit.json`` extra file in TorchScript)."""
-    return {"mnist_lit.contract": CONTRACT, "mnist_lit.net": str(predictor.model.hparams.net),
+    return {"mnist_lit.contract": CONTRACT, "mnist_lit.net": predictor.net_name,
             "mnist_lit.normalization": predictor.normalization, "mnist_lit.checkpoint": Path(ckpt).name}
 
 
@@ -173,7 +174,7 @@ class Comparison:
 def compare(predictor: Predictor, exported: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor,
             labels: torch.Tensor, batch_size: int = CHECK_BATCH) -> Comparison:
     """Run both on uint8 ``images`` (N, 28, 28) or (N, 1, 28, 28), ``batch_size`` at a time."""
-    net = predictor.model.net.cpu().eval()
+    net = predictor.net.cpu().eval()
     pixels = images.reshape(-1, 1, 28, 28).cpu()
     max_diff, agree, correct = 0.0, 0, 0
     for start in range(0, len(pixels), batch_size):

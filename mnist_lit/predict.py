@@ -8,12 +8,12 @@ from pathlib import Path
 
 import torch
 from PIL import Image
+from torch import nn
 
-from mnist_lit.data import NORMALIZATIONS, normalize
 from mnist_lit.errors import UserError, first_line
 from mnist_lit.images import ImageError, load_image, to_mnist
-from mnist_lit.module import MNISTClassifier
-from mnist_lit.nets import NETS
+from mnist_lit.nets import NETS, build_net
+from mnist_lit.normalization import NORMALIZATIONS, normalize
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
@@ -24,9 +24,13 @@ class CheckpointError(UserError):
 
 @dataclass
 class Predictor:
-    """A trained classifier plus the normalization it was trained with."""
+    """A trained network (the plain ``nn.Module``, in eval mode) plus the normalization it was trained with.
 
-    model: MNISTClassifier
+    Built from the checkpoint's tensors without Lightning, whose import alone takes longer than a prediction.
+    """
+
+    net: nn.Module
+    net_name: str
     normalization: str
 
     @classmethod
@@ -54,17 +58,19 @@ class Predictor:
             raise CheckpointError(f"{path} records no normalization: it was not trained with MNISTDataModule")
         if normalization not in NORMALIZATIONS:
             raise CheckpointError(f"{path}: unknown normalization {normalization!r} recorded")
-        try:
-            model = MNISTClassifier.load_from_checkpoint(path, map_location=device, weights_only=True)
+        state = checkpoint["state_dict"]
+        net = build_net(net)
+        try:  # MNISTClassifier keeps the network as its `net` attribute
+            net.load_state_dict({k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")})
         except Exception as err:  # weights of another network, missing keys, ...
-            raise CheckpointError(f"{path}: its weights do not fit MNISTClassifier ({first_line(err)})") from None
-        return cls(model.eval(), normalization)
+            raise CheckpointError(f"{path}: its weights do not fit {hparams['net']} ({first_line(err)})") from None
+        return cls(net.to(device).eval(), hparams["net"], normalization)
 
     @torch.no_grad()
     def probabilities(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 MNIST-style images (white digit on black, 28×28), shape (N, 28, 28) or (N, 1, 28, 28) → (N, 10)."""
-        x = normalize(images.to(self.model.device), self.normalization)
-        return self.model(x).softmax(dim=1)
+        device = next(self.net.parameters()).device
+        return self.net(normalize(images.to(device), self.normalization)).softmax(dim=1)
 
 
 @dataclass

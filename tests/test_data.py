@@ -7,7 +7,7 @@ import torch
 from torchvision import transforms
 from torchvision.datasets import MNIST
 
-from mnist_lit.data import NORMALIZATIONS, normalize
+from mnist_lit.normalization import NORMALIZATIONS, normalize
 
 
 def test_splits_are_disjoint_and_stable(tiny_data):

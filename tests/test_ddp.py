@@ -10,8 +10,9 @@ import torch
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from mnist_lit.data import MNISTDataModule, normalize
+from mnist_lit.data import MNISTDataModule
 from mnist_lit.module import MNISTClassifier
+from mnist_lit.normalization import normalize
 
 
 def accuracy(model: MNISTClassifier, images: torch.Tensor, labels: torch.Tensor, normalization: str) -> float:

@@ -20,7 +20,7 @@ import torch
 from torchvision.datasets import MNIST
 
 import mnist_lit.export as export_module
-from mnist_lit.data import normalize
+from mnist_lit.normalization import normalize
 from mnist_lit.export import TOLERANCE, main
 from mnist_lit.predict import Predictor
 
@@ -144,7 +144,7 @@ def test_exported_file_runs_without_lightning_and_gives_the_checkpoints_logits(f
     logits = torch.from_numpy(np.load(tmp_path / "logits.npy"))
     predictor = Predictor.from_checkpoint(ckpt)
     with torch.no_grad():
-        expected = predictor.model.net(normalize(digits, predictor.normalization))
+        expected = predictor.net(normalize(digits, predictor.normalization))
     assert logits.shape == (N_IMAGES, 10) and logits.dtype == torch.float32
     assert torch.allclose(logits, expected, atol=1e-4, rtol=0), (logits - expected).abs().max()
     assert torch.allclose(logits.softmax(1), predictor.probabilities(digits), atol=1e-5)

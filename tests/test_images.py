@@ -384,3 +384,14 @@ def test_predict_files_keeps_input_order_and_batches(ckpt, photos):
     for r, s in zip(one_batch, small_batches):
         assert r.top3 == [(d, pytest.approx(p, abs=1e-5)) for d, p in s.top3]
     assert all(r.ok and r.thumbnail is None for r in one_batch)
+
+
+def test_predict_images_from_the_cli_does_not_import_lightning(ckpt, photos, tmp_path):
+    """Inference needs torch only; Lightning's import alone would double the time to the first prediction."""
+    photo = sorted(photos.iterdir())[0]
+    run = subprocess.run([sys.executable, "-X", "importtime", "-m", "mnist_lit.cli", "predict-images", "--ckpt",
+                          str(ckpt), str(photo)], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0 and str(photo) in run.stdout, run.stderr[-3000:]
+    imported = {line.rsplit("|", 1)[1].strip().split(".")[0] for line in run.stderr.splitlines()
+                if line.startswith("import time:")}
+    assert "torch" in imported and not imported & {"lightning", "torchmetrics", "torchvision"}, sorted(imported)
