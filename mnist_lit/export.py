@@ -261,7 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=f"The check passes when the predicted classes agree on every test image and the largest\n"
                f"|difference| of the logits is at most {TOLERANCE:g}; only a file that passes is written.\n\n"
                f"Exit status: 0 written, 1 the check failed (nothing written), 2 bad usage, checkpoint or output.")
-    parser.add_argument("--ckpt", required=True, metavar="PATH", help="a .ckpt written by `fit` (network and normalization come from it)")
+    parser.add_argument("--ckpt", required=True, metavar="PATH",
+                        help="a .ckpt written by `fit` (network and normalization come from it)")
     parser.add_argument("--format", required=True, choices=tuple(FORMATS), help="onnx or torchscript")
     parser.add_argument("--out", metavar="FILE", help="output file (default: beside the checkpoint, same name, "
                                                       ".onnx for onnx, .pt for torchscript)")

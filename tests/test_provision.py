@@ -123,7 +123,7 @@ def test_full_disk_while_provisioning_stops_with_advice_and_leaves_nothing_half_
     fills_the_disk.calls = 0
     monkeypatch.setattr(prov.shutil, "copyfileobj", fills_the_disk)
     monkeypatch.setitem(prov.SOURCES, "good", lambda workdir: good / "MNIST" / "raw")
-    monkeypatch.setitem(prov.SOURCES, "never tried", lambda workdir: pytest.fail("a full disk is not the source's fault"))
+    monkeypatch.setitem(prov.SOURCES, "never tried", lambda workdir: pytest.fail("the disk is full, not the source"))
     with pytest.raises(prov.ProvisionError) as err:
         prov.provision(raw, pins, sources=["good", "never tried"])
     message = str(err.value)
@@ -132,7 +132,7 @@ def test_full_disk_while_provisioning_stops_with_advice_and_leaves_nothing_half_
     after = _listing(raw)
     assert "train-images-idx3-ubyte" not in after, "the file the disk filled up on is not left half-written"
     assert not [name for name in after if name.startswith(".")], "no temporary files left behind"
-    for name, data in after.items():  # each file is as it was, or complete and verified (written before the disk filled)
+    for name, data in after.items():  # as it was, or complete and verified (written before the disk filled up)
         assert data == before.get(name) or prov.is_valid(raw / name, pins[name]), name
 
 
