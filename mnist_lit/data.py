@@ -41,7 +41,9 @@ class InMemoryMNIST(Dataset):
         return self.images[index], self.labels[index]
 
     def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        index = torch.as_tensor(indices, device=self.images.device)
+        index = torch.as_tensor(indices)
+        if self.images.is_cuda:  # from pinned memory, asynchronously: a plain copy would wait for the GPU every step
+            index = index.pin_memory().to(self.images.device, non_blocking=True)
         return self.images[index], self.labels[index]
 
 

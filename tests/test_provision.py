@@ -17,17 +17,24 @@ from mnist_lit import provision as prov
 from tests.conftest import tiny_arrays, write_tiny_mnist
 
 
-def test_wrong_sha256_is_detected_and_not_used(tmp_path: Path):
+CORRUPTIONS = {
+    "truncated": lambda data: data[: len(data) // 2],
+    "one bit flipped": lambda data: data[:-1] + bytes([data[-1] ^ 1]),
+    "wrong magic number": lambda data: b"\x00\x00\x08\x03" + data[4:],  # an images header on a labels file
+}
+
+
+@pytest.mark.parametrize("corruption", CORRUPTIONS)
+def test_a_damaged_file_is_detected_named_and_left_alone(tmp_path: Path, corruption):
     pins = write_tiny_mnist(tmp_path)
     raw = tmp_path / "MNIST" / "raw"
     victim = raw / "train-labels-idx1-ubyte"
-    data = bytearray(victim.read_bytes())
-    data[-1] ^= 1  # same size, one bit off
-    victim.write_bytes(bytes(data))
+    damaged = CORRUPTIONS[corruption](victim.read_bytes())
+    victim.write_bytes(damaged)
     assert prov.missing_files(raw, pins) == ["train-labels-idx1-ubyte"]
-    with pytest.raises(prov.ProvisionError, match="train-labels-idx1-ubyte"):
+    with pytest.raises(prov.ProvisionError, match="Put train-labels-idx1-ubyte .* into .* and run again"):
         prov.provision(raw, pins, sources=[])
-    assert victim.read_bytes() == bytes(data), "a failed provisioning must leave files as they were"
+    assert victim.read_bytes() == damaged, "a failed provisioning must leave files as they were"
 
 
 def test_corrupt_file_is_replaced_from_the_next_source(tmp_path: Path, monkeypatch):
