@@ -75,7 +75,7 @@ def test_digits(data_dir: Path, count: int) -> tuple[np.ndarray, np.ndarray]:
 def photograph(digit: np.ndarray, rng: np.random.Generator) -> Image.Image:
     """An MNIST digit as a user would photograph it: dark on white, 3–6× larger, off-centre on a larger canvas.
 
-    A copy of ``photograph`` in tests/test_images.py (the benchmark must not depend on the test suite).
+    tests/test_images.py photographs its digits with this function too.
     """
     size = round(28 * rng.uniform(3, 6))
     ink = Image.fromarray(255 - digit).resize((size, size), Image.Resampling.BICUBIC)

@@ -26,6 +26,7 @@ from PIL import Image
 from torch import nn
 from torchvision.datasets import MNIST
 
+from bench.predict_images import photograph
 from mnist_lit.images import ImageError, load_image, to_mnist
 from mnist_lit.predict import CheckpointError, Predictor, predict_files
 from mnist_lit.predict_images import main
@@ -44,16 +45,6 @@ def digits(mnist_dir) -> tuple[torch.Tensor, torch.Tensor]:
     """The first MNIST test digits (uint8, N×28×28) and their labels."""
     test = MNIST(mnist_dir, train=False)
     return test.data[:N_PHOTOS], test.targets[:N_PHOTOS]
-
-
-def photograph(digit: np.ndarray, rng: np.random.Generator) -> Image.Image:
-    """An MNIST digit as a user would photograph it: dark on white, 3–6× larger, off-centre on a larger canvas."""
-    size = round(28 * rng.uniform(3, 6))
-    ink = Image.fromarray(255 - digit).resize((size, size), Image.Resampling.BICUBIC)
-    width, height = size + int(rng.integers(40, 300)), size + int(rng.integers(40, 300))
-    canvas = Image.new("L", (width, height), 255)
-    canvas.paste(ink, (int(rng.integers(0, width - size)), int(rng.integers(0, height - size))))
-    return canvas
 
 
 def save_as_user_file(picture: Image.Image, folder: Path, stem: str, kind: int) -> Path:
