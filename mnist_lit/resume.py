@@ -35,9 +35,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             return super().save_checkpoint(checkpoint, path, storage_options)
         if storage_options is not None:
             raise TypeError(f"{type(self).__name__} takes no storage_options")
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
         with replaced_on_success(path) as tmp:
             torch.save(checkpoint, tmp)
+        for leftover in path.parent.glob(f".{path.name}.*.part"):  # from a save killed half-way (rank 0 alone saves)
+            leftover.unlink(missing_ok=True)
 
 
 def epoch_seed(seed: int, epoch: int) -> int:

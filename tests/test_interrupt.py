@@ -12,6 +12,8 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from mnist_lit.resume import AtomicCheckpointIO
+
 # cnn3block's recipe has a warm-up, so the scheduler's state must survive too. (Dropout is covered in-process by
 # test_an_epochs_random_numbers_depend_only_on_the_seed_and_the_epoch: bncnn's checkpoints make this test slow.)
 RUN = ["fit", "--model", "cnn3block", "--trainer.max_epochs", "3", "--trainer.limit_train_batches", "5",
@@ -115,3 +117,9 @@ def test_a_kill_while_saving_leaves_the_previous_checkpoint_readable(tmp_path):
     killed = subprocess.run([sys.executable, "-c", KILLED_WHILE_SAVING, str(path)], capture_output=True, timeout=120)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert torch.equal(torch.load(path, weights_only=True)["state_dict"]["w"], torch.zeros(3))
+    leftovers = [p.name for p in path.parent.iterdir() if p != path]
+    assert len(leftovers) == 1 and leftovers[0].startswith(".last.ckpt.") and leftovers[0].endswith(".part")
+
+    AtomicCheckpointIO().save_checkpoint({"state_dict": {"w": torch.ones(3)}}, path)  # the next save tidies up
+    assert [p.name for p in path.parent.iterdir()] == ["last.ckpt"]
+    assert torch.equal(torch.load(path, weights_only=True)["state_dict"]["w"], torch.ones(3))
