@@ -49,8 +49,8 @@ class Predictor:
         if not isinstance(checkpoint, dict) or not {"state_dict", "hyper_parameters"} <= checkpoint.keys():
             raise CheckpointError(f"{path}: not a Lightning checkpoint (no state_dict and hyper_parameters in it)")
         hparams = checkpoint["hyper_parameters"]
-        net = hparams.get("net") if isinstance(hparams, dict) else None
-        if not (isinstance(net, str) and net in NETS):
+        name = hparams.get("net") if isinstance(hparams, dict) else None
+        if not (isinstance(name, str) and name in NETS):
             raise CheckpointError(f"{path}: not a checkpoint of MNISTClassifier (its hyper_parameters name no network)")
         datamodule = checkpoint.get("datamodule_hyper_parameters")
         normalization = datamodule.get("normalization") if isinstance(datamodule, dict) else None
@@ -59,12 +59,12 @@ class Predictor:
         if normalization not in NORMALIZATIONS:
             raise CheckpointError(f"{path}: unknown normalization {normalization!r} recorded")
         state = checkpoint["state_dict"]
-        net = build_net(net)
+        net = build_net(name)
         try:  # MNISTClassifier keeps the network as its `net` attribute
             net.load_state_dict({k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")})
         except Exception as err:  # weights of another network, missing keys, ...
-            raise CheckpointError(f"{path}: its weights do not fit {hparams['net']} ({first_line(err)})") from None
-        return cls(net.to(device).eval(), hparams["net"], normalization)
+            raise CheckpointError(f"{path}: its weights do not fit {name} ({first_line(err)})") from None
+        return cls(net.to(device).eval(), name, normalization)
 
     @torch.no_grad()
     def probabilities(self, images: torch.Tensor) -> torch.Tensor:
