@@ -70,7 +70,7 @@ def one_thread():
 
 @pytest.fixture(scope="session")
 def ckpt(tmp_path_factory, mnist_dir) -> Path:
-    """A LeNet trained for one epoch (860 steps) on the real MNIST (about 96% accurate), as a Lightning checkpoint.
+    """A LeNet trained for one epoch (859 steps) on the real MNIST (about 96% accurate), as a Lightning checkpoint.
 
     Shorter training works too, but a weaker network disagrees with itself on more of the re-drawn digits in
     test_images, and its 1-point comparison would then hang on a handful of borderline images.

@@ -47,12 +47,13 @@ def test_x255_gives_raw_pixel_values():
     assert normalize(images, "x255").flatten().tolist() == pytest.approx([0.0, 128.0, 255.0])
 
 
-def test_fast_path_yields_the_reference_batches_in_the_same_order(tiny_data, monkeypatch):
+@pytest.mark.parametrize("drop_last", [True, False])
+def test_fast_path_yields_the_reference_batches_in_the_same_order(tiny_data, monkeypatch, drop_last):
     """Same seed → same images, labels and per-epoch order as torchvision's dataset + per-sample transforms, shuffled
     by a RandomSampler whose generator is seeded with seed + epoch (as DistributedSampler seeds its shuffle)."""
     seed = 5
     monkeypatch.setenv("PL_GLOBAL_SEED", str(seed))  # what seed_everything(5) (--seed_everything 5) sets
-    dm = tiny_data(normalization="mnist", batch_size=16)
+    dm = tiny_data(normalization="mnist", batch_size=16, drop_last=drop_last)
     dm.prepare_data()
     dm.setup("fit")
     mean, std = NORMALIZATIONS["mnist"]
@@ -67,8 +68,8 @@ def test_fast_path_yields_the_reference_batches_in_the_same_order(tiny_data, mon
         loader.sampler.set_epoch(epoch)  # as Lightning does before every epoch
         fast = [dm.on_after_batch_transfer(batch, 0) for batch in loader]
         shuffle = torch.utils.data.RandomSampler(reference_train, generator=torch.Generator().manual_seed(seed + epoch))
-        slow = list(torch.utils.data.DataLoader(reference_train, batch_size=16, sampler=shuffle))
-        assert len(fast) == len(slow)
+        slow = list(torch.utils.data.DataLoader(reference_train, batch_size=16, sampler=shuffle, drop_last=drop_last))
+        assert len(fast) == len(slow) == (15 if drop_last else 16)  # 250 training images: 15 × 16 + 10
         for (x, y), (ref_x, ref_y) in zip(fast, slow):
             assert torch.equal(y, ref_y)
             torch.testing.assert_close(x, ref_x, rtol=1e-5, atol=1e-4)
