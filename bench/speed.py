@@ -1,12 +1,14 @@
 """Side by side, in one run: each tutorial's plain PyTorch loop (a) against ``mnist_lit`` (b), same recipe.
 
-    python bench/speed.py            # full: one epoch per network, every network
-    python bench/speed.py --quick    # smoke run: 50 steps per network
+    python bench/speed.py            # full: one epoch per network, every network, seeds 0–4
+    python bench/speed.py --quick    # smoke run: 50 steps per network, seed 0
 
 (a) is the tutorials' loop: ``torchvision.datasets.MNIST`` with per-sample ``ToTensor``/``Normalize``,
 ``DataLoader(batch_size=64, shuffle=True)``, the recipe's optimizer, ``zero_grad/backward/step``.
 (b) is ``Trainer.fit`` on ``MNISTClassifier`` + ``MNISTDataModule`` with the same network, optimizer, learning
-rate (and warm-up), batch size, seed and epochs. Each side runs in its own process so peak memory is its own.
+rate (and warm-up), batch size, seed and epochs. Each run is its own process, so peak memory is its own; a and b
+alternate, seed by seed, so a change in the machine's load falls on both. One epoch of a small network is far from
+converged and its test accuracy moves by points from seed to seed, so accuracy is compared over several seeds.
 Training time excludes the test pass; both then score the 10,000 official test images. Writes bench/RESULTS.md.
 """
 
@@ -16,6 +18,7 @@ import argparse
 import json
 import platform
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -83,7 +86,8 @@ def tutorial_loop(net_name: str, epochs: int, steps: int | None, data_dir: str, 
 
 
 def mnist_lit_fit(net_name: str, epochs: int, steps: int | None, data_dir: str, seed: int,
-                  channels_last: bool = True, precision: str = "32-true", compile_net: bool = False) -> dict:
+                  channels_last: bool = True, precision: str = "32-true", compile_net: bool = False,
+                  drop_last: bool = True) -> dict:
     import lightning as L
 
     from mnist_lit.data import MNISTDataModule
@@ -91,7 +95,7 @@ def mnist_lit_fit(net_name: str, epochs: int, steps: int | None, data_dir: str, 
 
     cfg = recipe(net_name)
     L.seed_everything(seed, verbose=False)
-    dm = MNISTDataModule(data_dir=data_dir, **cfg["data"])
+    dm = MNISTDataModule(data_dir=data_dir, **cfg["data"], drop_last=drop_last)
     model = MNISTClassifier(**cfg["model"], channels_last=channels_last)
     if compile_net:
         model.net.compile()  # in place: the state_dict keeps its keys; compile time counts as training time
@@ -114,14 +118,30 @@ CONV_NETS = {"lenet5", "lenet", "cnn3block", "bncnn"}
 OPTIONS = {"b-bf16": "`--trainer.precision bf16-mixed`", "b-compile": "`torch.compile` of the network"}
 
 
-def measure(side: str, net: str, opts: argparse.Namespace) -> dict:
-    """One side of one network, in a fresh process."""
+def measure(side: str, net: str, opts: argparse.Namespace, seed: int) -> dict:
+    """One side of one network with one seed, in a fresh process."""
     cmd = [sys.executable, __file__, "--one", side, "--only", net, "--epochs", str(opts.epochs),
-           "--seed", str(opts.seed), "--data-dir", opts.data_dir] + (["--quick"] if opts.quick else [])
+           "--seeds", str(seed), "--data-dir", opts.data_dir] + (["--quick"] if opts.quick else [])
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     if done.returncode != 0:
         raise RuntimeError(f"{side} {net} failed:\n{done.stderr[-2000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def accuracy(runs: list[dict]) -> str:
+    """Test accuracy in %: mean ± standard deviation over the seeds."""
+    values = [100 * r["acc"] for r in runs]
+    if len(values) == 1:
+        return f"{values[0]:.2f} %"
+    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f} %"
+
+
+def paired_gap(a: list[dict], b: list[dict]) -> str:
+    """b − a test accuracy in points, seed by seed: the mean ± its standard error."""
+    gaps = [100 * (rb["acc"] - ra["acc"]) for ra, rb in zip(a, b)]
+    if len(gaps) == 1:
+        return f"{gaps[0]:+.2f}"
+    return f"{statistics.mean(gaps):+.2f} ± {statistics.stdev(gaps) / len(gaps) ** 0.5:.2f}"
 
 
 def main() -> None:
@@ -129,17 +149,18 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", default=NETS, help="networks to compare")
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="50 steps per epoch: a smoke run, not figures")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, nargs="*", help="one run per side and seed (default: 0–4; quick: 0)")
     parser.add_argument("--data-dir", default=str(ROOT / "data"))
     parser.add_argument("--options-for", nargs="*", default=["mlp", "lenet5", "cnn3block"],
-                        help="networks on which bf16-mixed and torch.compile are also measured")
+                        help="networks on which bf16-mixed and torch.compile are also measured (first seed only)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "RESULTS.md"))
     parser.add_argument("--one", choices=SIDES, help=argparse.SUPPRESS)
     opts = parser.parse_args()
     steps = 50 if opts.quick else None
+    seeds = opts.seeds or ([0] if opts.quick else [0, 1, 2, 3, 4])
 
     if opts.one:
-        print(json.dumps(SIDES[opts.one](opts.only[0], opts.epochs, steps, opts.data_dir, opts.seed)))
+        print(json.dumps(SIDES[opts.one](opts.only[0], opts.epochs, steps, opts.data_dir, seeds[0])))
         return
 
     import lightning
@@ -147,14 +168,18 @@ def main() -> None:
 
     rows, layout, options = [], [], []
     for net in opts.only:
-        a, b = measure("a", net, opts), measure("b", net, opts)
+        a, b = [], []
+        for seed in seeds:
+            a.append(measure("a", net, opts, seed))
+            b.append(measure("b", net, opts, seed))
+            print(net, seed, a[-1], b[-1], flush=True)
         rows.append((net, a, b))
-        print(net, a, b, flush=True)
         if net in CONV_NETS:
-            layout.append((net, measure("b-contiguous", net, opts), b))
+            layout.append((net, measure("b-contiguous", net, opts, seeds[0]), b[0]))
         if net in opts.options_for:
-            options.append((net, b, {side: measure(side, net, opts) for side in OPTIONS}))
+            options.append((net, b[0], {side: measure(side, net, opts, seeds[0]) for side in OPTIONS}))
     per_epoch = lambda r: r["seconds"] / opts.epochs  # noqa: E731
+    median = lambda runs, key: statistics.median(r[key] for r in runs)  # noqa: E731
     lines = [
         "# Speed: the tutorials' loops (a) against mnist_lit (b)",
         "",
@@ -162,19 +187,27 @@ def main() -> None:
         f"lightning {lightning.__version__}, Python {platform.python_version()}.",
         "",
         f"Produced by: `{' '.join(['python bench/speed.py', *sys.argv[1:]])}` "
-        f"({'quick: 50 steps per epoch' if opts.quick else f'{opts.epochs} epoch(s), full'}).",
+        f"({'quick: 50 steps per epoch' if opts.quick else f'{opts.epochs} epoch(s), full'}; "
+        f"seeds {', '.join(map(str, seeds))}: one run of each side per seed, a and b alternating).",
         "",
-        "| network | a s/epoch | b s/epoch | b/a | a samples/s | b samples/s | a peak RSS | b peak RSS | a test acc | b test acc |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "Times, samples/s and b/a: the median run. Test accuracy: mean ± standard deviation over the seeds. b − a: "
+        "the seed-by-seed difference in test accuracy (points), mean ± its standard error.",
+        "",
+        "| network | a s/epoch | b s/epoch | b/a | a samples/s | b samples/s | a peak RSS | b peak RSS "
+        "| a test acc | b test acc | b − a |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for net, a, b in rows:
+        sa, sb = median(a, "seconds"), median(b, "seconds")
         lines.append(
-            f"| {net} | {per_epoch(a):.1f} | {per_epoch(b):.1f} | **{b['seconds'] / a['seconds']:.3f}** "
-            f"| {a['samples'] / a['seconds']:,.0f} | {b['samples'] / b['seconds']:,.0f} "
-            f"| {a['rss_mb']:,.0f} MB | {b['rss_mb']:,.0f} MB | {100 * a['acc']:.2f} % | {100 * b['acc']:.2f} % |")
+            f"| {net} | {sa / opts.epochs:.1f} | {sb / opts.epochs:.1f} | **{sb / sa:.3f}** "
+            f"| {a[0]['samples'] / sa:,.0f} | {b[0]['samples'] / sb:,.0f} "
+            f"| {max(r['rss_mb'] for r in a):,.0f} MB | {max(r['rss_mb'] for r in b):,.0f} MB "
+            f"| {accuracy(a)} | {accuracy(b)} | {paired_gap(a, b)} |")
     lines += [
         "",
-        "What `channels_last` (on by default, `--model.channels_last false` turns it off) buys in (b):",
+        f"What `channels_last` (on by default, `--model.channels_last false` turns it off) buys in (b), "
+        f"seed {seeds[0]}:",
         "",
         "| network | b s/epoch, contiguous | b s/epoch, channels_last | ratio |",
         "|---|---|---|---|",
@@ -183,7 +216,7 @@ def main() -> None:
               for net, c, b in layout]
     lines += [
         "",
-        "What the other options would buy in (b) (time relative to (b) as run above; < 1 is faster):",
+        f"What the other options would buy in (b) (time relative to (b)'s seed-{seeds[0]} run above; < 1 is faster):",
         "",
         "| network | b s/epoch | " + " | ".join(f"{label}: s/epoch, ratio, test acc" for label in OPTIONS.values())
         + " |",
