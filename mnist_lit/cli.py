@@ -103,6 +103,9 @@ class MNISTCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         """``fit --ckpt_path last`` resumes the newest run of this model, logging on into its version folder."""
         config = self.config.get(self.subcommand)
+        if config.checkpoint.save_last:  # Lightning would write a second one, last-v1.ckpt, beside ours
+            raise UserError("--checkpoint.save_last: last.ckpt is always written, after every epoch and before the "
+                            "first step; leave the option out")
         if self.subcommand != "fit" or config.get("ckpt_path") != "last":
             return
         logger = getattr(config.trainer.logger, "init_args", None)

@@ -102,6 +102,7 @@ def test_print_config_resolves_the_recipe(tmp_path):
     (["--model.lr", "-0.1"], '"model.lr": Not of type PositiveFloat'),
     (["--data.val_size", "60000"], "--data.val_size 60000 leaves no training images"),
     (["--data.batch_size", "55001"], "--data.batch_size 55001 is more than the 55,000 training images"),
+    (["--checkpoint.save_last", "true"], "--checkpoint.save_last: last.ckpt is always written"),
     (["--trainer.accelerator", "gpu"], "gpu"),
     (["--config", "missing.yaml"], "missing.yaml"),
     (["--config", "broken.yaml"], "Problems parsing config"),
