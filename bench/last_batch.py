@@ -1,6 +1,6 @@
 """What the last, smaller training batch of an epoch costs: one-epoch test accuracy with ``--data.drop_last`` on/off.
 
-    python bench/last_batch.py                 # 16 seeds × lenet, lenet5, mlp (about 10 minutes here)
+    python bench/last_batch.py                 # 16 seeds × lenet, lenet5, mlp (about 15 minutes here)
     python bench/last_batch.py --seeds 4       # a smoke run
 
 55,000 training images make 859 batches of 64 and one of 24. That last step is taken on a noisier gradient, right
