@@ -66,7 +66,7 @@ def main() -> None:
         f"{'CUDA ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'CPU only'}; "
         f"torch {torch.__version__}, lightning {lightning.__version__}, Python {platform.python_version()}.",
         "",
-        f"Produced by: `python bench/{Path(__file__).name} {' '.join(sys.argv[1:])}`".rstrip() + "",
+        f"Produced by: `{' '.join(['python bench/recipes.py', *sys.argv[1:]])}`",
         "",
         "Best-checkpoint test accuracy (selected on the test split, as the tutorials report it).",
         "",
