@@ -3,7 +3,7 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-MODEL ?= mlp
+MODEL ?= fast
 ARGS ?=
 
 .PHONY: venv fit test bench

@@ -22,6 +22,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
@@ -38,7 +39,12 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def tutorial_loop(net_name: str, epochs: int, steps: int | None, data_dir: str, seed: int) -> dict:
+def tutorial_loop(net_name: str, epochs: int, steps: int | None, data_dir: str, seed: int,
+                  after_epoch: Callable[[int, float, float], bool] | None = None, max_seconds: float | None = None,
+                  ) -> dict:
+    """The tutorial's loop with the recipe's settings. ``after_epoch(epoch, training seconds, test accuracy)`` is
+    called after each epoch, its test pass not counted as training, and returns True to stop; ``max_seconds`` caps
+    the training time (checked every step)."""
     import torch
     from torch import nn
     from torch.utils.data import DataLoader
@@ -48,41 +54,61 @@ def tutorial_loop(net_name: str, epochs: int, steps: int | None, data_dir: str, 
     from mnist_lit.nets import build_net
 
     cfg = recipe(net_name)
-    hp = {"optimizer": "adam", "momentum": 0.0, "weight_decay": 0.0, "warmup_steps": 0, **cfg["model"]}
+    hp = {"optimizer": "adam", "momentum": 0.0, "weight_decay": 0.0, "warmup_steps": 0, "betas": (0.9, 0.999),
+          "scheduler": "none", "pct_start": 0.25, **cfg["model"]}
     mean, std = NORMALIZATIONS[cfg["data"]["normalization"]]
     transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((mean,), (std,))])
     torch.manual_seed(seed)
     train = datasets.MNIST(data_dir, train=True, transform=transform)
     test = datasets.MNIST(data_dir, train=False, transform=transform)
     loader = DataLoader(train, batch_size=cfg["data"]["batch_size"], shuffle=True)
-    net = build_net(net_name)
+    net = build_net(hp["net"])
     if hp["optimizer"] == "sgd":
         opt = torch.optim.SGD(net.parameters(), lr=hp["lr"], momentum=hp["momentum"])
     else:
-        opt = torch.optim.Adam(net.parameters(), lr=hp["lr"])
-    warmup = (torch.optim.lr_scheduler.LinearLR(opt, 1 / hp["warmup_steps"], 1.0, hp["warmup_steps"])
-              if hp["warmup_steps"] else None)
+        opt = torch.optim.Adam(net.parameters(), lr=hp["lr"], betas=tuple(hp["betas"]))
+    if hp["scheduler"] == "onecycle":  # as tuomaso/train_mnist_fast's loop: OneCycleLR stepped every batch
+        schedule = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=hp["lr"], pct_start=hp["pct_start"],
+                                                       total_steps=epochs * min(len(loader), steps or len(loader)),
+                                                       cycle_momentum=False)
+    elif hp["warmup_steps"]:
+        schedule = torch.optim.lr_scheduler.LinearLR(opt, 1 / hp["warmup_steps"], 1.0, hp["warmup_steps"])
+    else:
+        schedule = None
     loss_fn = nn.CrossEntropyLoss()
+
+    def test_accuracy() -> float:
+        net.eval()
+        correct = 0
+        with torch.no_grad():
+            for x, y in DataLoader(test, batch_size=1000):
+                correct += (net(x).argmax(1) == y).sum().item()
+        net.train()
+        return correct / len(test)
+
     samples = 0
     start = time.perf_counter()
-    for _ in range(epochs):
+    for epoch in range(epochs):
         net.train()
         for i, (x, y) in enumerate(loader):
-            if steps is not None and i >= steps:
+            if steps is not None and i >= steps or max_seconds and time.perf_counter() - start > max_seconds:
                 break
             opt.zero_grad()
             loss_fn(net(x), y).backward()
             opt.step()
-            if warmup:
-                warmup.step()
+            if schedule:
+                schedule.step()
             samples += len(y)
+        if after_epoch is not None:
+            paused = time.perf_counter()
+            stop = after_epoch(epoch, paused - start, test_accuracy())
+            start += time.perf_counter() - paused  # the test pass is not training
+            if stop:
+                break
+        if max_seconds and time.perf_counter() - start > max_seconds:
+            break
     seconds = time.perf_counter() - start
-    net.eval()
-    correct = 0
-    with torch.no_grad():
-        for x, y in DataLoader(test, batch_size=1000):
-            correct += (net(x).argmax(1) == y).sum().item()
-    return {"seconds": seconds, "samples": samples, "acc": correct / len(test), "rss_mb": peak_rss_mb()}
+    return {"seconds": seconds, "samples": samples, "acc": test_accuracy(), "rss_mb": peak_rss_mb()}
 
 
 def mnist_lit_fit(net_name: str, epochs: int, steps: int | None, data_dir: str, seed: int,

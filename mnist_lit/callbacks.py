@@ -8,11 +8,18 @@ from pathlib import Path
 import lightning as L
 import torch
 import torchinfo
-from lightning.pytorch.callbacks import BasePredictionWriter
+from jsonargparse.typing import NonNegativeInt, OpenUnitInterval
+from lightning.pytorch.callbacks import BasePredictionWriter, EMAWeightAveraging
+from lightning.pytorch.callbacks.early_stopping import EarlyStopping, EarlyStoppingReason
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.trainer.states import TrainerFn
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from torchmetrics.utilities.distributed import gather_all_tensors
 from torchvision.utils import make_grid
 
 from mnist_lit.atomic import replaced_on_success
+from mnist_lit.augment import augment
+from mnist_lit.pictures import captioned_grid, curves_image, to_tensor
 
 
 class TorchinfoSummary(L.Callback):
@@ -46,20 +53,161 @@ class BestScoreAsHpMetric(L.Callback):
 
 
 class PredictionCSV(BasePredictionWriter):
-    """Writes ``predict``'s output to ``<log_dir>/predictions.csv``: index, predicted digit, its probability."""
+    """Writes ``predict``'s output to ``<log_dir>/predictions.csv``: index, predicted digit, its probability.
+
+    Each row carries the image's index in the test set, as the data loader fetched it. Under DDP every rank predicts
+    its own share of the images (Lightning's unrepeated distributed sampler: each image once); the shares are gathered
+    and rank 0 writes them all, in index order.
+    """
 
     def __init__(self) -> None:
         super().__init__(write_interval="epoch")
 
     def write_on_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, predictions, batch_indices) -> None:
+        path = Path(trainer.log_dir or ".") / "predictions.csv"  # on every rank: log_dir is a broadcast from rank 0
+        probs = torch.cat([batch["probs"] for batch in predictions])
+        index = torch.tensor([i for batch in batch_indices[0] for i in batch], device=probs.device)
+        if trainer.world_size > 1:  # a collective: every rank takes part, before rank 0 alone goes on
+            probs, index = torch.cat(gather_all_tensors(probs)), torch.cat(gather_all_tensors(index))
         if not trainer.is_global_zero:
             return
-        probs = torch.cat([batch["probs"] for batch in predictions]).max(dim=1)
-        path = Path(trainer.log_dir or ".") / "predictions.csv"
+        order = index.argsort()
+        best = probs[order].max(dim=1)
         path.parent.mkdir(parents=True, exist_ok=True)
         with replaced_on_success(path) as tmp, open(tmp, "w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(["index", "digit", "probability"])
-            writer.writerows((i, d, f"{p:.6f}") for i, (p, d) in enumerate(zip(probs.values.tolist(),
-                                                                                  probs.indices.tolist())))
+            writer.writerows((i, d, f"{p:.6f}") for i, d, p in zip(index[order].tolist(), best.indices.tolist(),
+                                                                   best.values.tolist()))
         print(f"predictions: {path}")
+
+
+class AugmentedImageGrid(L.Callback):
+    """Logs ``train/augmented`` when a run augments its training batches: eight training digits (first column, as
+    they are) and seven random distortions of each, drawn with a generator of their own (the run's are untouched)."""
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        augmentation = getattr(trainer.datamodule, "augmentation", None)
+        if trainer.global_step or augmentation is None or not augmentation.enabled or \
+                not isinstance(trainer.logger, TensorBoardLogger):
+            return
+        digits = trainer.datamodule.train_set.images[:8].reshape(8, 1, 28, 28)
+        distorted = augment(digits.repeat_interleave(7, dim=0), augmentation, torch.Generator().manual_seed(0))
+        rows = torch.cat([digits.float().unsqueeze(1), distorted.view(8, 7, 1, 28, 28)], dim=1)
+        grid = make_grid(rows.reshape(64, 1, 28, 28).cpu() / 255, nrow=8, pad_value=1.0)
+        trainer.logger.experiment.add_image("train/augmented", grid, 0)
+
+
+class MisclassifiedGrid(L.Callback):
+    """Logs ``test/misclassified``: the first test digits the model gets wrong, each captioned true -> predicted
+    (probability). Under DDP, rank 0 shows those of its own share."""
+
+    def __init__(self, count: int = 48) -> None:
+        self.count = count
+        self._wrong: list[tuple[torch.Tensor, ...]] = []
+
+    def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._wrong = []
+
+    def on_test_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int,
+                          dataloader_idx: int = 0) -> None:
+        if not isinstance(outputs, torch.Tensor) or sum(len(w[0]) for w in self._wrong) >= self.count:
+            return
+        images, labels = batch
+        probability, predicted = outputs.softmax(dim=1).max(dim=1)
+        wrong = predicted != labels
+        self._wrong.append(tuple(t[wrong].cpu() for t in (images, labels, predicted, probability)))
+
+    def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self._wrong or not isinstance(trainer.logger, TensorBoardLogger):
+            return
+        images, labels, predicted, probability = (torch.cat(parts)[: self.count] for parts in zip(*self._wrong))
+        if len(images):
+            captions = [f"{t} -> {p} ({q:.2f})" for t, p, q in zip(labels.tolist(), predicted.tolist(),
+                                                                    probability.tolist())]
+            trainer.logger.experiment.add_image("test/misclassified", to_tensor(captioned_grid(images, captions)),
+                                                trainer.global_step)
+
+
+class TrainingCurves(L.Callback):
+    """At the end of ``fit``, ``curves.png`` beside the checkpoints: loss and accuracy per epoch for train, val and
+    test, as the MLP tutorial saves ``training_curves.png``. Read back from the run's TensorBoard event files, so a
+    resumed run's picture has every epoch."""
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        checkpoint = trainer.checkpoint_callback
+        if not trainer.is_global_zero or checkpoint is None or not isinstance(trainer.logger, TensorBoardLogger):
+            return
+        trainer.logger.experiment.flush()
+        events = EventAccumulator(trainer.logger.log_dir, size_guidance={"scalars": 0}).Reload()
+        tags = set(events.Tags()["scalars"])
+        epoch_at = {e.step: int(e.value) for e in events.Scalars("epoch")} if "epoch" in tags else {}
+
+        def per_epoch(metric: str) -> dict[str, list[tuple[int, float]]]:
+            series = {}
+            for split in ("train", "val", "test"):
+                if f"{split}/{metric}" in tags:  # a replayed epoch's value replaces the interrupted one's
+                    values = {epoch_at.get(e.step, e.step): e.value for e in events.Scalars(f"{split}/{metric}")}
+                    series[split] = sorted(values.items())
+            return series
+
+        path = Path(checkpoint.dirpath) / "curves.png"
+        with replaced_on_success(path) as tmp:
+            curves_image(per_epoch("loss"), per_epoch("acc")).save(tmp, format="PNG")
+
+
+class EMAWeights(EMAWeightAveraging):
+    """Lightning's exponential moving average of the weights: validation, test, checkpoints (their ``state_dict``)
+    and therefore ``predict-images`` and ``export`` all use the averaged weights; ``current_model_state`` in a
+    checkpoint keeps the raw ones, to resume training.
+
+    One change: after ``fit``, a checkpoint loaded for ``test`` keeps its averaged weights. Lightning 2.6 would load
+    the raw ones into the model, because the fit's average model is still there.
+    """
+
+    def __init__(self, decay: OpenUnitInterval = 0.999, update_starting_at_step: NonNegativeInt = 0) -> None:
+        """
+        Args:
+            decay: weight of the average so far at each step (0.999: about the last 1,000 steps count).
+            update_starting_at_step: the average starts as a copy of the weights after this many steps, so that
+                the random initial weights do not linger in it.
+        """
+        super().__init__(decay=decay, update_starting_at_step=update_starting_at_step)
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage == "fit":
+            self._average_model = None
+
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        if trainer.state.fn == TrainerFn.FITTING:  # resuming: the average and the raw weights both come back
+            super().on_load_checkpoint(trainer, pl_module, checkpoint)
+
+
+class DivergenceStop(EarlyStopping):
+    """Stops training after an epoch whose mean training loss is not finite or above ``max_loss``: a diverged run
+    would otherwise train on and end "successfully" with a useless network. Lightning's ``EarlyStopping`` does the
+    checking, once per epoch, on the loss the module averages anyway (no cost per step); the CLI then reports the run
+    as failed. It never stops a run for merely not improving."""
+
+    def __init__(self, max_loss: float = 100.0) -> None:
+        """
+        Args:
+            max_loss: an epoch's mean training loss above this means the run has exploded (a uniform guess over the
+                ten digits scores ln 10 ≈ 2.3). Non-finite losses always stop the run.
+        """
+        super().__init__(monitor="train/loss", mode="min", patience=2**62, check_finite=True,
+                         divergence_threshold=max_loss, check_on_train_epoch_end=True, strict=False)
+        self.max_loss = max_loss
+        self.loss: float | None = None  # the mean training loss of the epoch that stopped the run
+
+    @property
+    def diverged(self) -> bool:
+        return self.stopping_reason in (EarlyStoppingReason.NON_FINITE_METRIC, EarlyStoppingReason.DIVERGENCE_THRESHOLD)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.stopping_reason, self.loss = EarlyStoppingReason.NOT_STOPPED, None  # not a verdict from a resumed run
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if self.diverged and self.loss is None:
+            self.loss = float(trainer.callback_metrics[self.monitor])

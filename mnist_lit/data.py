@@ -7,15 +7,19 @@ runs once per batch on the batch's device. Per-sample PIL transforms are what ma
 from __future__ import annotations
 
 import os
+from dataclasses import asdict
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import torch
 from jsonargparse.typing import NonNegativeInt, PositiveInt
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from lightning.pytorch.utilities import rank_zero_info
-from torch.utils.data import DataLoader, Dataset, RandomSampler
+from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler
 from torchvision.datasets import MNIST
 
+from mnist_lit.augment import Augmentation, augment as augment_batch
 from mnist_lit.errors import UserError
 from mnist_lit.normalization import Normalization, normalize
 from mnist_lit.provision import OFFICIAL_PINS, Pin, provision
@@ -80,6 +84,7 @@ class MNISTDataModule(L.LightningDataModule):
         eval_batch_size: PositiveInt = 1_000,
         num_workers: NonNegativeInt = 0,
         drop_last: bool = True,
+        augment: Augmentation = Augmentation(),
     ) -> None:
         """
         Args:
@@ -95,6 +100,9 @@ class MNISTDataModule(L.LightningDataModule):
                 step comes right before every evaluation: keeping it cost lenet's recipe 2.15 points of one-epoch
                 test accuracy, on average over 16 seeds (bench/LAST_BATCH.md). The skipped images differ every
                 epoch.
+            augment: per-sample random distortions of training batches, on the batch's device before
+                normalization (``mnist_lit.augment``); off by default. Their random numbers depend only on the
+                seed, the epoch and the rank, so ``fit --ckpt_path last`` replays an epoch exactly.
         """
         super().__init__()
         if val_size >= TRAIN_SIZE:
@@ -102,7 +110,11 @@ class MNISTDataModule(L.LightningDataModule):
         if drop_last and batch_size > TRAIN_SIZE - val_size:
             raise UserError(f"--data.batch_size {batch_size} is more than the {TRAIN_SIZE - val_size:,} training "
                             f"images, and --data.drop_last would skip them all")
+        self.augmentation = augment
+        augment = asdict(augment)  # hparams hold plain data: checkpoints are read with torch.load(weights_only=True)
         self.save_hyperparameters()
+        self._augment_generator = torch.Generator()
+        self._augment_epoch: int | None = None  # the epoch _augment_generator was seeded for
         self.train_set: InMemoryMNIST | None = None
         self.val_set: InMemoryMNIST | None = None
         self.test_set: InMemoryMNIST | None = None
@@ -116,6 +128,7 @@ class MNISTDataModule(L.LightningDataModule):
         rank_zero_info(f"MNIST: served by {source}")
 
     def setup(self, stage: str | None = None) -> None:
+        self._augment_epoch = None  # a new fit (or a resumed one) reseeds at its first batch
         if self.train_set is not None:
             return
         train = MNIST(self.hparams.data_dir, train=True)
@@ -135,7 +148,7 @@ class MNISTDataModule(L.LightningDataModule):
         self.val_set = InMemoryMNIST(train.data[val_idx].to(device), train.targets[val_idx].to(device))
         self.test_set = InMemoryMNIST(test.data.to(device), test.targets.to(device))
 
-    def _loader(self, dataset: InMemoryMNIST, batch_size: int, sampler: RandomSampler | None = None,
+    def _loader(self, dataset: InMemoryMNIST, batch_size: int, sampler: Sampler | None = None,
                 drop_last: bool = False) -> DataLoader:
         workers = 0 if dataset.images.is_cuda else self.hparams.num_workers  # CUDA tensors stay in this process
         return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=_keep_batch,
@@ -147,16 +160,44 @@ class MNISTDataModule(L.LightningDataModule):
         return self._loader(self.train_set, self.hparams.batch_size, EpochShuffle(self.train_set, seed),
                             drop_last=self.hparams.drop_last)
 
+    def _eval_loader(self, dataset: InMemoryMNIST) -> DataLoader:
+        """Under DDP each rank scores its own share of the split and every image is scored exactly once.
+
+        Lightning's default, a DistributedSampler, pads the shares to equal length with repeated images whenever the
+        number of processes does not divide the split, and those would count twice in the split's accuracy and loss.
+        Lightning keeps a distributed sampler it is given, and uses this unrepeated one itself for ``predict``. With
+        ``--trainer.use_distributed_sampler false`` the loaders are left alone, as Lightning leaves them.
+        """
+        trainer = self.trainer
+        shard = (trainer.distributed_sampler_kwargs
+                 if trainer is not None and trainer._accelerator_connector.use_distributed_sampler else None)
+        sampler = UnrepeatedDistributedSampler(dataset, shuffle=False, **shard) if shard else None
+        return self._loader(dataset, self.hparams.eval_batch_size, sampler)
+
     def val_dataloader(self) -> list[DataLoader]:
         """The validation split and the official test set, so both are scored after every epoch."""
-        return [self._loader(s, self.hparams.eval_batch_size) for s in (self.val_set, self.test_set)]
+        return [self._eval_loader(s) for s in (self.val_set, self.test_set)]
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, self.hparams.eval_batch_size)
+        return self._eval_loader(self.test_set)
 
     def predict_dataloader(self) -> DataLoader:
         return self.test_dataloader()
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         images, labels = batch
+        if self.augmentation.enabled and self.trainer is not None and self.trainer.training:
+            images = augment_batch(images, self.augmentation, self._epoch_generator())
         return normalize(images, self.hparams.normalization), labels
+
+    def _epoch_generator(self) -> torch.Generator:
+        """The augmentation's random numbers: a stream seeded from the run's seed, the epoch and the rank at each
+        epoch's first batch, so a replayed epoch gets the same distortions (the global random state is untouched)."""
+        epoch = self.trainer.current_epoch
+        if epoch != self._augment_epoch:
+            seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
+            # 0xA06: a stream apart from dropout's, which ResumableRun seeds with SeedSequence([seed, epoch])
+            state = np.random.SeedSequence([seed, epoch, self.trainer.global_rank, 0xA06]).generate_state(1)[0]
+            self._augment_generator.manual_seed(int(state))
+            self._augment_epoch = epoch
+        return self._augment_generator

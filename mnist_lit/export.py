@@ -31,8 +31,9 @@ MNIST data).
 The file is written atomically (a temporary file in the same folder, then renamed) and an existing file is only
 replaced with ``--overwrite``.
 
-Exit status: 0 written (and checked); 1 the check failed (nothing written) or an unexpected error; 2 bad usage, a
-checkpoint that is missing, unreadable or not this project's, an output that exists or cannot be written.
+Exit status: 0 written (and checked); 1 the check failed (nothing written), the file could not be written (a full
+disk, a read-only folder: nothing written) or an unexpected error; 2 bad usage, a checkpoint that is missing, unreadable
+or not this project's, an output that exists or whose folder does not.
 """
 
 from __future__ import annotations
@@ -101,7 +102,8 @@ def save_torchscript(module: PixelsToLogits, path: str | Path, meta: dict[str, s
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=JIT_DEPRECATION, category=FutureWarning)
         scripted = torch.jit.script(module)
-        torch.jit.save(scripted, str(path), _extra_files={"mnist_lit.json": json.dumps(meta or {})})
+        with open(path, "wb") as f:  # a file object: a full disk then raises OSError(ENOSPC), not "unexpected pos"
+            torch.jit.save(scripted, f, _extra_files={"mnist_lit.json": json.dumps(meta or {})})
 
 
 def save_onnx(module: PixelsToLogits, path: str | Path, meta: dict[str, str] | None = None) -> None:

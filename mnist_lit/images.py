@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -28,15 +29,22 @@ class ImageError(UserError):
     """A file that cannot be turned into a digit (unreadable, truncated, too large, blank); the message names it."""
 
 
-def load_image(path: str | Path) -> Image.Image:
+class BlankImageError(ImageError):
+    """An image with no ink in it: a valid answer for the drawing page (nothing drawn yet), not a broken file."""
+
+
+def load_image(path: str | Path | BinaryIO, name: str | None = None) -> Image.Image:
     """Open any image file as an 8-bit ``L`` or ``RGB`` image, upright, fully decoded, transparency on white.
 
+    ``path`` may also be an open binary file (the server's uploads); ``name`` then names it in messages.
     Every failure is an :class:`ImageError` naming the file. The full decode happens here (``load()``), so a truncated
     file fails here rather than half-way through a batch; an image with more pixels than ``Image.MAX_IMAGE_PIXELS``
     is refused before it is decoded (PIL only warns below twice that limit, which would let a small file claim gigabytes
     of memory); EXIF orientation is applied because phones store photos sideways and say so only in EXIF.
     """
-    path = Path(path)
+    if isinstance(path, str):
+        path = Path(path)
+    label = name or path
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -47,18 +55,18 @@ def load_image(path: str | Path) -> Image.Image:
     except ImageError:
         raise
     except (Image.DecompressionBombWarning, Image.DecompressionBombError):
-        raise ImageError(f"{path}: image too large (more than {Image.MAX_IMAGE_PIXELS:,} pixels), "
+        raise ImageError(f"{label}: image too large (more than {Image.MAX_IMAGE_PIXELS:,} pixels), "
                          f"refused as a possible decompression bomb") from None
     except FileNotFoundError:
-        raise ImageError(f"{path}: no such file") from None
+        raise ImageError(f"{label}: no such file") from None
     except IsADirectoryError:
-        raise ImageError(f"{path}: is a folder, not an image") from None
+        raise ImageError(f"{label}: is a folder, not an image") from None
     except PermissionError:
-        raise ImageError(f"{path}: permission denied") from None
+        raise ImageError(f"{label}: permission denied") from None
     except Image.UnidentifiedImageError:
-        raise ImageError(f"{path}: not an image (unrecognised file format)") from None
+        raise ImageError(f"{label}: not an image (unrecognised file format)") from None
     except Exception as err:  # decoders raise OSError, SyntaxError, ValueError, struct.error, EOFError, ...
-        raise ImageError(f"{path}: unreadable or truncated image ({type(err).__name__}: {one_line(err)})") from None
+        raise ImageError(f"{label}: unreadable or truncated image ({type(err).__name__}: {one_line(err)})") from None
 
 
 def flatten(image: Image.Image) -> Image.Image:
@@ -124,8 +132,8 @@ def to_mnist(image: Image.Image, preprocess: bool = True) -> torch.Tensor:
     strongest = int(ink.max())
     noise = float(np.percentile(_border(ink), 95))  # what the background itself reaches (paper grain, JPEG noise)
     if strongest - noise < MIN_CONTRAST:
-        raise ImageError(f"no ink found (the image is blank: contrast {strongest - noise:.0f} of 255 "
-                         f"is below {MIN_CONTRAST})")
+        raise BlankImageError(f"no ink found (the image is blank: contrast {strongest - noise:.0f} of 255 "
+                              f"is below {MIN_CONTRAST})")
 
     rows, cols = np.nonzero(ink > noise + BBOX_FRACTION * (strongest - noise))
     top, bottom, left, right = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
@@ -150,10 +158,10 @@ def to_mnist(image: Image.Image, preprocess: bool = True) -> torch.Tensor:
     return torch.from_numpy(np.round(field).astype(np.uint8))
 
 
-def load_mnist(path: str | Path, preprocess: bool = True) -> torch.Tensor:
+def load_mnist(path: str | Path | BinaryIO, preprocess: bool = True, name: str | None = None) -> torch.Tensor:
     """:func:`load_image` then :func:`to_mnist`; every failure is an :class:`ImageError` that names the file."""
-    image = load_image(path)
+    image = load_image(path, name)
     try:
         return to_mnist(image, preprocess)
     except ImageError as err:
-        raise ImageError(f"{path}: {err}") from None
+        raise type(err)(f"{name or path}: {err}") from None  # a BlankImageError stays one

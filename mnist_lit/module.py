@@ -7,13 +7,15 @@ from typing import Literal
 
 import lightning as L
 import torch
-from jsonargparse.typing import NonNegativeFloat, NonNegativeInt, PositiveFloat
+from jsonargparse.typing import NonNegativeFloat, NonNegativeInt, OpenUnitInterval, PositiveFloat
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
+from mnist_lit.errors import UserError
 from mnist_lit.nets import NetName, build_net
+from mnist_lit.pictures import confusion_image, to_tensor
 
 STAGES = ("train", "val", "test")
 
@@ -37,6 +39,9 @@ class MNISTClassifier(L.LightningModule):
         weight_decay: NonNegativeFloat = 0.0,
         warmup_steps: NonNegativeInt = 0,
         channels_last: bool = True,
+        betas: tuple[float, float] = (0.9, 0.999),
+        scheduler: Literal["none", "onecycle"] = "none",
+        pct_start: OpenUnitInterval = 0.25,
     ) -> None:
         """
         Args:
@@ -48,18 +53,31 @@ class MNISTClassifier(L.LightningModule):
             warmup_steps: ramp the learning rate linearly from 0 over this many steps (0 = off, as the tutorials).
             channels_last: keep convolution weights and activations in NHWC memory order, which oneDNN and cuDNN
                 run faster (bench/RESULTS.md); results are the same up to float rounding.
+            betas: Adam's decay rates of its running mean of the gradient and of its square (ignored by SGD).
+            scheduler: ``none`` keeps ``lr`` (after any warm-up) for the whole run, as the tutorials do; ``onecycle``
+                is PyTorch's OneCycleLR over all of the run's steps: ``lr`` is its peak, reached after ``pct_start``
+                of the steps from lr/25, then annealed (cosine) to lr/250,000. Momentum is not cycled, so ``betas``
+                (or ``momentum``) hold throughout.
+            pct_start: the fraction of the steps over which ``onecycle`` rises to its peak.
         """
+        if scheduler == "onecycle" and warmup_steps:
+            raise UserError("--model.warmup_steps and --model.scheduler onecycle both set a warm-up: keep one")
+        if not all(0 <= beta < 1 for beta in betas):
+            raise UserError(f"--model.betas {list(betas)}: each must be in [0, 1)")
         super().__init__()
         self.save_hyperparameters()
         self.net = build_net(net)
         if channels_last:
             self.net.to(memory_format=torch.channels_last)
-        self.loss = nn.CrossEntropyLoss()
+        self.loss = nn.CrossEntropyLoss(reduction="none")  # per image: see mean_loss
         # One accuracy and one mean loss per stage, updated on the device every step and logged once per epoch:
         # a self.log() per step costs more than a small network's whole step on a CPU. Accuracy is micro-averaged
         # (correct / total, as the tutorials count it); torchmetrics' default would average the ten per-class recalls.
         self.accuracy = nn.ModuleDict({f"{stage}_acc": MulticlassAccuracy(num_classes=10, average="micro",
                                                                          validate_args=False) for stage in STAGES})
+        # The mean loss is fed every image's loss, so it is the mean over the split whatever the batch sizes.
+        # nan_strategy="disable" skips a NaN check that would wait for the GPU every step, and (torchmetrics ≤ 1.9)
+        # also drops update()'s weights: weighting batch means by their sizes would silently not happen.
         self.mean_loss = nn.ModuleDict({f"{stage}_loss": MeanMetric(nan_strategy="disable") for stage in STAGES})
         self.confusion = MulticlassConfusionMatrix(num_classes=10, validate_args=False)
 
@@ -78,10 +96,10 @@ class MNISTClassifier(L.LightningModule):
         """Loss and logits of one batch; its accuracy and loss are accumulated for the epoch."""
         images, labels = batch
         logits = self(images)
-        loss = self.loss(logits, labels)
+        losses = self.loss(logits, labels)
         self.accuracy[f"{stage}_acc"].update(logits, labels)
-        self.mean_loss[f"{stage}_loss"].update(loss.detach(), weight=len(labels))
-        return loss, logits
+        self.mean_loss[f"{stage}_loss"].update(losses.detach())
+        return losses.mean(), logits  # the same gradients as CrossEntropyLoss's own mean (bit for bit, checked on CPU)
 
     def _log_epoch(self, stage: str) -> None:
         """``STAGE/acc`` and ``STAGE/loss`` of the whole epoch. Lightning computes the logged metric objects (which
@@ -96,9 +114,11 @@ class MNISTClassifier(L.LightningModule):
         """Dataloader 0 is the validation split, 1 the official test set (scored every epoch, as the tutorials do)."""
         self._step(batch, STAGES[1 + dataloader_idx])
 
-    def test_step(self, batch, batch_idx: int) -> None:
+    def test_step(self, batch, batch_idx: int) -> torch.Tensor:
+        """Returns the logits, for callbacks' ``on_test_batch_end`` (``callbacks.MisclassifiedGrid``)."""
         _, logits = self._step(batch, "test")
         self.confusion(logits, batch[1])
+        return logits
 
     def on_train_epoch_end(self) -> None:
         self._log_epoch("train")
@@ -109,9 +129,11 @@ class MNISTClassifier(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._log_epoch("test")
-        table = confusion_table(self.confusion.compute())  # on every rank: compute() gathers the counts of all
-        if isinstance(self.logger, TensorBoardLogger):
-            self.logger.experiment.add_text("test/confusion_matrix", table, self.global_step)
+        matrix = self.confusion.compute()  # on every rank: compute() gathers the counts of all
+        if isinstance(self.logger, TensorBoardLogger):  # its experiment writes on rank 0 only
+            self.logger.experiment.add_text("test/confusion_matrix", confusion_table(matrix), self.global_step)
+            self.logger.experiment.add_image("test/confusion_heatmap", to_tensor(confusion_image(matrix)),
+                                             self.global_step)
         self.confusion.reset()
 
     def predict_step(self, batch, batch_idx: int) -> dict[str, torch.Tensor]:
@@ -126,7 +148,13 @@ class MNISTClassifier(L.LightningModule):
             optimizer = torch.optim.SGD(self.parameters(), lr=hp.lr, momentum=hp.momentum,
                                         weight_decay=hp.weight_decay, foreach=True)
         else:
-            optimizer = torch.optim.Adam(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay, foreach=True)
+            optimizer = torch.optim.Adam(self.parameters(), lr=hp.lr, betas=tuple(hp.betas),
+                                         weight_decay=hp.weight_decay, foreach=True)
+        if hp.scheduler == "onecycle":
+            onecycle = torch.optim.lr_scheduler.OneCycleLR(
+                optimizer, max_lr=hp.lr, total_steps=self.trainer.estimated_stepping_batches, pct_start=hp.pct_start,
+                cycle_momentum=False)
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": onecycle, "interval": "step"}}
         if not hp.warmup_steps:
             return optimizer
         warmup = torch.optim.lr_scheduler.LinearLR(optimizer, 1 / hp.warmup_steps, 1.0, hp.warmup_steps)

@@ -103,10 +103,48 @@ class BNCNN(nn.Module):
         return self.classifier(self.features(x))
 
 
-NetName = Literal["lenet5", "lenet", "cnn3block", "cnn3block5x5", "mlp", "bncnn"]
+class FastCNN(nn.Module):
+    """tuomaso/train_mnist_fast's network, the public record for 99 % in one epoch: two small convolutions and a
+    256-unit head, 215k parameters. Pooling comes before each ReLU (the same result, on a quarter of the values)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 24, 5), nn.MaxPool2d(2), nn.ReLU(),
+            nn.Conv2d(24, 32, 3), nn.MaxPool2d(2), nn.ReLU(),
+        )
+        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(32 * 5 * 5, 256), nn.ReLU(), nn.Linear(256, 10))
+
+    def forward(self, x):
+        return self.classifier(self.features(x))
+
+
+class DeotteCNN(nn.Module):
+    """Chris Deotte's Kaggle MNIST CNN, 32C3-32C3-32C5S2-64C3-64C3-64C5S2-128C4 with BatchNorm after each ReLU and
+    dropout 0.4: 99.64 % mean as a single model in its public runs. Learnt 5×5 stride-2 convolutions take the place
+    of pooling."""
+
+    def __init__(self, dropout: float = 0.4) -> None:
+        super().__init__()
+
+        def conv(c_in: int, c_out: int, kernel: int, stride: int = 1, padding: int = 0) -> list[nn.Module]:
+            return [nn.Conv2d(c_in, c_out, kernel, stride, padding), nn.ReLU(), nn.BatchNorm2d(c_out)]
+
+        self.features = nn.Sequential(
+            *conv(1, 32, 3), *conv(32, 32, 3), *conv(32, 32, 5, 2, 2), nn.Dropout(dropout),  # 28 → 26 → 24 → 12
+            *conv(32, 64, 3), *conv(64, 64, 3), *conv(64, 64, 5, 2, 2), nn.Dropout(dropout),  # 12 → 10 → 8 → 4
+            *conv(64, 128, 4),  # 4 → 1
+        )
+        self.classifier = nn.Sequential(nn.Flatten(), nn.Dropout(dropout), nn.Linear(128, 10))
+
+    def forward(self, x):
+        return self.classifier(self.features(x))
+
+
+NetName = Literal["lenet5", "lenet", "cnn3block", "cnn3block5x5", "mlp", "bncnn", "fast", "best"]
 
 NETS: dict[str, type[nn.Module]] = dict(
-    zip(get_args(NetName), (LeNet5, LeNet, CNN3Block, CNN3Block5x5, MLP, BNCNN))
+    zip(get_args(NetName), (LeNet5, LeNet, CNN3Block, CNN3Block5x5, MLP, BNCNN, FastCNN, DeotteCNN))
 )
 
 

@@ -22,6 +22,22 @@ class CheckpointError(UserError):
     """A file that is not a usable checkpoint of this project's classifier; the message is one line and names it."""
 
 
+def resolve_device(name: str) -> torch.device:
+    """``--device``: cpu or cuda[:N], checked here so that a wrong one is one line, not a CUDA traceback."""
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise UserError(f"--device {name}: not a device; use cpu or cuda[:N]") from None
+    if device.type not in ("cpu", "cuda"):
+        raise UserError(f"--device {name}: use cpu or cuda[:N]")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {name}: CUDA is not available on this machine")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UserError(f"--device {name}: there are only {torch.cuda.device_count()} CUDA devices")
+    return device
+
+
 @dataclass
 class Predictor:
     """A trained network (the plain ``nn.Module``, in eval mode) plus the normalization it was trained with.

@@ -20,19 +20,18 @@ import warnings
 from pathlib import Path
 from typing import TextIO
 
-import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from mnist_lit.atomic import replaced_on_success
-from mnist_lit.errors import UserError, run_reporting_errors
-from mnist_lit.predict import FileResult, Predictor, predict_files
+from mnist_lit.errors import WRITE_FAULTS, UserError, describe_write_fault, run_reporting_errors, write_fault
+from mnist_lit.predict import FileResult, Predictor, predict_files, resolve_device
 
 PROG = "python -m mnist_lit.cli predict-images"
 THUMBNAIL = 112  # contact-sheet cell size, pixels
 SHEET_LIMIT = 1_000  # images drawn on a contact sheet at most: 1,000 in 10 columns is already 1120×14600 pixels
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
@@ -55,23 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sheet", metavar="OUT.png", help="also write a contact sheet: each image captioned with its "
                                                            "predicted digit and probability")
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
-    parser.add_argument("--batch-size", type=_positive_int, default=256, help="images per forward pass (default 256)")
+    parser.add_argument("--batch-size", type=positive_int, default=256, help="images per forward pass (default 256)")
     return parser
-
-
-def _device(name: str) -> torch.device:
-    try:
-        device = torch.device(name)
-    except (RuntimeError, ValueError):
-        raise UserError(f"--device {name}: not a device; use cpu or cuda[:N]") from None
-    if device.type not in ("cpu", "cuda"):
-        raise UserError(f"--device {name}: use cpu or cuda[:N]")
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise UserError(f"--device {name}: CUDA is not available on this machine")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise UserError(f"--device {name}: there are only {torch.cuda.device_count()} CUDA devices")
-    return device
 
 
 def _sheet_target(name: str) -> tuple[Path, str]:
@@ -155,7 +139,7 @@ def render_sheet(results: list[FileResult], cell: int = THUMBNAIL) -> Image.Imag
 
 
 def run(args: argparse.Namespace) -> int:
-    device = _device(args.device)
+    device = resolve_device(args.device)
     sheet = _sheet_target(args.sheet) if args.sheet else None
     predictor = Predictor.from_checkpoint(args.ckpt, device)  # CheckpointError is a UserError: exit 2
     results = predict_files(predictor, args.paths, preprocess=args.preprocess, batch_size=args.batch_size,
@@ -173,7 +157,10 @@ def run(args: argparse.Namespace) -> int:
             with replaced_on_success(target) as tmp:
                 render_sheet(results[:SHEET_LIMIT]).save(tmp, format=image_format)
         except (OSError, ValueError) as err:
-            print(f"error: {target}: cannot write the contact sheet ({' '.join(str(err).split())})", file=sys.stderr)
+            fault = write_fault(err)  # a full disk, a read-only folder: say so, and what to do
+            print(f"error: {describe_write_fault(fault)}: {WRITE_FAULTS[fault.errno][1]} and run the command again"
+                  if fault else
+                  f"error: {target}: cannot write the contact sheet ({' '.join(str(err).split())})", file=sys.stderr)
             return 1
     return 1 if failed else 0
 

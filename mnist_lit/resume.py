@@ -8,6 +8,7 @@ that epoch is replayed bit for bit because its shuffle (``data.EpochShuffle``) a
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from pathlib import Path
@@ -23,12 +24,19 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from mnist_lit.atomic import replaced_on_success
+from mnist_lit.errors import WriteError
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Saves each checkpoint beside its final name and renames it into place: a kill while saving leaves the previous
     checkpoint whole (Lightning's own save stages the file in the system temp folder and moves it, which is a
-    copy, not a rename, when that folder is on another disk)."""
+    copy, not a rename, when that folder is on another disk). A full disk or a read-only folder raises a
+    ``WriteError`` naming the checkpoint; so does a save into a folder that was deleted during the run (Lightning would
+    quietly make it again, without the checkpoints it held)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._folders: set[Path] = set()  # where this run has saved: they must not vanish
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> None:
         if get_filesystem(path).protocol not in ("file", ("file", "local")):  # s3:// and friends: Lightning's way
@@ -36,11 +44,15 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if storage_options is not None:
             raise TypeError(f"{type(self).__name__} takes no storage_options")
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with replaced_on_success(path) as tmp:
-            torch.save(checkpoint, tmp)
-        for leftover in path.parent.glob(f".{path.name}.*.part"):  # from a save killed half-way (rank 0 alone saves)
-            leftover.unlink(missing_ok=True)
+        if path.parent in self._folders and not path.parent.is_dir():
+            raise WriteError(errno.ENOENT, os.strerror(errno.ENOENT), str(path))
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise WriteError(err.errno, err.strerror, str(path)) from None
+        with replaced_on_success(path) as tmp, open(tmp, "wb") as f:
+            torch.save(checkpoint, f)  # to a file object: a full disk then raises OSError(ENOSPC), not "unexpected pos"
+        self._folders.add(path.parent)
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -78,10 +90,34 @@ class ResumableRun(L.Callback):
         last = self._last(trainer)
         if last.is_file():
             print(f"stopped in epoch {trainer.current_epoch}; {last} holds the run up to the start of that epoch: "
-                  f"`fit ... --ckpt_path last` replays it and goes on", file=sys.stderr)
+                  f"`fit ... {resume_options(trainer)}` replays it and goes on", file=sys.stderr)
 
     @staticmethod
     def _last(trainer: L.Trainer) -> Path:
         """Where the run's other ModelCheckpoint, ``filename="last"``, rewrites the checkpoint after every epoch."""
         checkpoint = trainer.checkpoint_callback
         return Path(checkpoint.dirpath) / f"last{checkpoint.FILE_EXTENSION}"
+
+
+def resume_options(trainer: L.Trainer) -> str:
+    """The options that resume this run and no other: ``--ckpt_path last`` alone would take the newest stopped run of
+    the model, which need not be this one when several run side by side."""
+    logger = trainer.logger
+    if not isinstance(logger, TensorBoardLogger):
+        return f"--ckpt_path {ResumableRun._last(trainer)}"
+    version = logger.version if isinstance(logger.version, str) else f"version_{logger.version}"
+    return f"--ckpt_path last --trainer.logger.init_args.version {version}"
+
+
+def resume_advice(trainer: L.Trainer) -> str | None:
+    """``run the same command with --ckpt_path last ...: it resumes from PATH, saved after epoch N``, or None when the
+    run has no whole ``last.ckpt`` to resume from."""
+    if trainer.checkpoint_callback is None or trainer.checkpoint_callback.dirpath is None:  # stopped before its setup
+        return None
+    last = ResumableRun._last(trainer)
+    try:
+        saved = torch.load(last, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - missing, or its folder deleted: there is nothing to resume from
+        return None
+    when = "before the first step" if saved.get("global_step") == 0 else f"after epoch {saved.get('epoch')}"
+    return f"run the same command with {resume_options(trainer)}: it resumes from {last}, saved {when}"

@@ -54,14 +54,20 @@ def test_fit_writes_checkpoints_events_and_config(tmp_path, mnist_dir):
     loaded = MNISTClassifier.load_from_checkpoint(version / "checkpoints" / best[0])
     assert loaded.hparams.net == "cnn3block"
 
-    # predict needs only the checkpoint: network and normalization come from it, not from --model
-    run = cli("predict", "--ckpt_path", str(version / "checkpoints" / best[0]), "--data.data_dir", mnist_dir,
-              "--trainer.limit_predict_batches", "2", "--trainer.enable_progress_bar", "false", cwd=tmp_path)
-    assert run.returncode == 0, run.stderr[-3000:]
-    predicted = tmp_path / "lightning_logs" / "cnn3block" / "version_1"
+    # predict and test need only the checkpoint: network and normalization come from it, not from --model. They log
+    # beside the run that made the checkpoint, and add no training-run folder (no version_1 without curves).
+    for subcommand in ("predict", "test"):
+        run = cli(subcommand, "--ckpt_path", str(version / "checkpoints" / best[0]), "--data.data_dir", mnist_dir,
+                  f"--trainer.limit_{subcommand}_batches", "2", "--trainer.enable_progress_bar", "false", cwd=tmp_path)
+        assert run.returncode == 0, run.stderr[-3000:]
+    assert [p.name for p in (tmp_path / "lightning_logs" / "cnn3block").iterdir()] == ["version_0"]
+    assert yaml.safe_load((version / "config.yaml").read_text())["ckpt_path"] is None, "the training run's own"
+    predicted = version / "predict" / Path(best[0]).stem / "version_0"
     assert yaml.safe_load((predicted / "config.yaml").read_text())["data"]["normalization"] == "unit"
     rows = (predicted / "predictions.csv").read_text().splitlines()
     assert rows[0] == "index,digit,probability" and len(rows) == 1 + 2 * 1000
+    tested = EventAccumulator(str(version / "test" / Path(best[0]).stem / "version_0")).Reload()
+    assert len(tested.Scalars("test/acc")) == 1
 
 
 def test_running_again_in_the_same_folder_works(tmp_path, mnist_dir):
@@ -93,6 +99,7 @@ def test_print_config_resolves_the_recipe(tmp_path):
     assert config["model"] == {"net": "lenet5", "optimizer": "sgd", "lr": 0.02, "momentum": 0.0,
                                "weight_decay": 0.0, "warmup_steps": 0, "channels_last": True}
     assert config["data"]["normalization"] == "x255" and config["trainer"]["max_epochs"] == 5
+    assert config["trainer"]["devices"] == 1, "one device unless asked, even on a machine with several GPUs"
 
 
 @pytest.mark.parametrize("args, message", [

@@ -20,6 +20,13 @@ RUN = ["fit", "--model", "cnn3block", "--trainer.max_epochs", "3", "--trainer.li
        "--trainer.limit_val_batches", "2", "--trainer.limit_test_batches", "2", "--data.eval_batch_size", "100",
        "--trainer.enable_progress_bar", "false"]
 
+# The `best` recipe: per-sample augmentation (its own random stream per epoch), dropout, BatchNorm, OneCycle and an
+# EMA of the weights (started after 2 steps here, so that it is under way when the run is killed).
+AUGMENTED = ["fit", "--model", "best", "--trainer.max_epochs", "3", "--trainer.limit_train_batches", "5",
+             "--trainer.limit_val_batches", "2", "--trainer.limit_test_batches", "2", "--data.eval_batch_size", "100",
+             "--data.batch_size", "32", "--trainer.callbacks.update_starting_at_step", "2",
+             "--trainer.enable_progress_bar", "false"]
+
 # Runs the real CLI, and sends itself SIGNAL from inside epoch 1's 4th training step.
 STOPPING_CLI = """
 import os, signal, sys
@@ -43,9 +50,9 @@ def run(cwd: Path, *args: str, stop: str | None = None) -> subprocess.CompletedP
     return subprocess.run([sys.executable, *program, *args], cwd=cwd, capture_output=True, text=True, timeout=300)
 
 
-def outcome(cwd: Path, stdout: str) -> dict:
+def outcome(cwd: Path, stdout: str, model: str = "cnn3block") -> dict:
     """What a finished run leaves: its report, its curves and its checkpoints' weights."""
-    version = cwd / "lightning_logs" / "cnn3block" / "version_0"
+    version = cwd / "lightning_logs" / model / "version_0"
     events = EventAccumulator(str(version)).Reload()
     curves = {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in ("val/acc", "test/acc", "train/loss")}
     checkpoints = {p.name: torch.load(p, weights_only=True) for p in (version / "checkpoints").glob("*.ckpt")}
@@ -66,10 +73,11 @@ def uninterrupted(tmp_path_factory, mnist_dir) -> dict:
     return outcome(cwd, done.stdout)
 
 
-def stop_in_epoch_1(cwd: Path, stop: str, status: int, mnist_dir: str) -> None:
-    stopped = run(cwd, *RUN, "--data.data_dir", mnist_dir, stop=stop)
+def stop_in_epoch_1(cwd: Path, stop: str, status: int, mnist_dir: str, args: list[str] = RUN,
+                    model: str = "cnn3block") -> None:
+    stopped = run(cwd, *args, "--data.data_dir", mnist_dir, stop=stop)
     assert stopped.returncode == status, stopped.stderr[-3000:]
-    last = cwd / "lightning_logs" / "cnn3block" / "version_0" / "checkpoints" / "last.ckpt"
+    last = cwd / "lightning_logs" / model / "version_0" / "checkpoints" / "last.ckpt"
     assert torch.load(last, weights_only=True)["epoch"] == 0, "last.ckpt holds the end of the last whole epoch"
     if stop != "SIGKILL":
         assert f"stopped in epoch 1; {last.relative_to(cwd)} holds the run" in stopped.stderr, stopped.stderr
@@ -94,6 +102,29 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path, mnist_dir, uninter
         assert all(torch.equal(weights[k], result["weights"][name][k]) for k in weights), name
 
 
+def test_an_augmented_run_with_ema_resumes_to_the_same_result(tmp_path, mnist_dir):
+    for folder in ("uninterrupted", "killed"):
+        (tmp_path / folder).mkdir()
+    done = run(tmp_path / "uninterrupted", *AUGMENTED, "--data.data_dir", mnist_dir)
+    assert done.returncode == 0, done.stderr[-3000:]
+    uninterrupted = outcome(tmp_path / "uninterrupted", done.stdout, "best")
+
+    stop_in_epoch_1(tmp_path / "killed", "SIGKILL", -signal.SIGKILL, mnist_dir, AUGMENTED, "best")
+    resumed = run(tmp_path / "killed", *AUGMENTED, "--data.data_dir", mnist_dir, "--ckpt_path", "last")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    result = outcome(tmp_path / "killed", resumed.stdout, "best")
+    for key in ("report", "curves", "checkpoints", "epochs"):
+        assert result[key] == uninterrupted[key], key
+    for name, weights in uninterrupted["weights"].items():  # the EMA weights (a checkpoint's state_dict holds them)
+        assert all(torch.equal(weights[k], result["weights"][name][k]) for k in weights), name
+    assert uninterrupted["epochs"]["last.ckpt"] == (2, 15)  # 3 epochs of 5 steps
+    raw = [torch.load(tmp_path / cwd / "lightning_logs" / "best" / "version_0" / "checkpoints" / "last.ckpt",
+                      weights_only=True)["current_model_state"] for cwd in ("uninterrupted", "killed")]
+    assert all(torch.equal(raw[0][k], raw[1][k]) for k in raw[0]), "the raw (not averaged) weights differ"
+    ema = uninterrupted["weights"]["last.ckpt"]
+    assert any(not torch.equal(ema[k], raw[0][k]) for k in ema if k.endswith("weight")), "no EMA in the checkpoint"
+
+
 KILLED_WHILE_SAVING = """
 import os, signal, sys, torch
 from mnist_lit.resume import AtomicCheckpointIO
@@ -102,9 +133,8 @@ io = AtomicCheckpointIO()
 io.save_checkpoint({"state_dict": {"w": torch.zeros(3)}}, sys.argv[1])
 
 def dies_half_way(obj, f, *args, **kwargs):
-    with open(f, "wb") as out:
-        out.write(b"PK half a checkpoint")
-        out.flush()
+    f.write(b"PK half a checkpoint")
+    f.flush()
     os.kill(os.getpid(), signal.SIGKILL)
 
 torch.save = dies_half_way

@@ -10,7 +10,7 @@ from mnist_lit.module import MNISTClassifier
 from mnist_lit.nets import NETS, build_net
 
 PARAMS = {"lenet5": 69_278, "lenet": 44_426, "cnn3block": 103_162, "cnn3block5x5": 352_074, "mlp": 242_762,
-          "bncnn": 6_508_682}
+          "bncnn": 6_508_682, "fast": 215_194, "best": 326_410}
 
 
 def test_every_network_has_its_table_entry():

@@ -1,0 +1,192 @@
+"""Run folders: each run owns its ``<save_dir>/<name>/version_N``, even when runs start at the same moment.
+
+Lightning's TensorBoardLogger picks the next version by listing the folder, so runs started together can pick the
+same number and write into one folder (mixed curves, one ``config.yaml`` and one ``last.ckpt`` for two runs).
+``RunLogger`` claims its folder with ``mkdir``, which only one process can win, and holds a lock on it while the run
+lives, so that ``fit --ckpt_path last`` resumes a stopped run and never one that is still training.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.fabric.utilities.cloud_io import get_filesystem
+from lightning.fabric.utilities.types import _PATH
+from lightning.pytorch.cli import SaveConfigCallback
+from lightning.pytorch.core.saving import save_hparams_to_yaml
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
+from mnist_lit.atomic import replaced_on_success
+from mnist_lit.errors import UserError, WriteError, write_fault
+
+
+class RunLogger(TensorBoardLogger):
+    """TensorBoard's logger, with a version folder no other run can take.
+
+    Without ``version``, the first free ``version_N`` is created with ``mkdir`` (if another process got there first,
+    the next number is tried). A ``version`` you name is created the same way and refused if it exists, unless
+    ``exist_ok``. Under DDP only global rank 0 claims; the other ranks learn the version from it (``ShareVersion``).
+    The folder stays locked (``flock``) while this process lives: a second run cannot log into it.
+    """
+
+    def __init__(self, save_dir: _PATH, name: str | None = "lightning_logs", version: int | str | None = None,
+                 exist_ok: bool = False, **kwargs: Any) -> None:
+        """
+        Args:
+            save_dir: the folder that holds every model's runs.
+            name: the model's folder inside it.
+            version: the run's folder: an int ``N`` for ``version_N``, or any folder name; default: the next free
+                ``version_N``.
+            exist_ok: log into ``version`` even if its folder exists (``fit --ckpt_path last`` sets it to resume a
+                run into its own folder); otherwise an existing ``version`` is refused.
+            kwargs: TensorBoardLogger's other options (``default_hp_metric``, ``sub_dir``, ...).
+        """
+        super().__init__(save_dir, name=name, version=version, **kwargs)
+        self.exist_ok = exist_ok
+        self._claimed = False
+        self._lock: int | None = None  # the claimed folder's file descriptor, flock'ed while the process lives
+
+    @property
+    def version(self) -> int | str:
+        if rank_zero_only.rank == 0:
+            if not self._claimed and self._is_local():
+                self._claimed = True  # once: a refused claim is reported, not retried by every later caller
+                self._claim()
+            return super().version
+        if self._version is None:  # another rank, before ShareVersion tells it rank 0's number; it writes nothing
+            return self._get_next_version()
+        return self._version
+
+    def _is_local(self) -> bool:
+        return self._fs.protocol in ("file", ("file", "local"))
+
+    def _folder(self, version: int | str) -> Path:
+        name = version if isinstance(version, str) else f"version_{version}"
+        return Path(os.path.expanduser(os.path.expandvars(os.path.join(self.root_dir, name))))
+
+    def _claim(self) -> None:
+        root = self._folder("")
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise WriteError(err.errno, err.strerror, str(root)) from None
+        if self._version is None:
+            version = self._get_next_version()
+            while not self._made(self._folder(version)):
+                version += 1
+            self._version = version
+        elif not self._made(self._folder(self._version)) and not self.exist_ok:
+            raise UserError(f"{self._folder(self._version)} exists already: name a new version, or add "
+                            f"--ckpt_path last to resume that run")
+        self._lock = lock(self._folder(self._version))
+        if self._lock is None:
+            raise UserError(f"{self._folder(self._version)} is in use by another running process")
+
+    @staticmethod
+    def _made(folder: Path) -> bool:
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            return False
+        except OSError as err:
+            raise WriteError(err.errno, err.strerror, str(folder)) from None
+        return True
+
+    @rank_zero_only
+    def save(self) -> None:
+        """As TensorBoardLogger's, with ``hparams.yaml`` written whole or not at all."""
+        if not self._is_local():
+            return super().save()
+        self.experiment.flush()
+        path = Path(self.log_dir, self.NAME_HPARAMS_FILE)
+        if path.parent.is_dir() and not path.is_file():
+            with replaced_on_success(path) as tmp:
+                save_hparams_to_yaml(tmp, self.hparams)
+
+    @rank_zero_only
+    def finalize(self, status: str) -> None:
+        """A failed run already reports what went wrong: a full disk failing the final flush again is not news."""
+        try:
+            super().finalize(status)
+        except OSError as err:
+            if status != "failed" or write_fault(err) is None:
+                raise
+
+
+class ShareVersion(L.Callback):
+    """Under DDP, rank 0 claims the version folder and every other rank takes its number (one broadcast per run)."""
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if trainer.world_size > 1 and isinstance(trainer.logger, RunLogger):
+            trainer.logger._version = trainer.strategy.broadcast(trainer.logger.version)
+
+
+class AtomicSaveConfig(SaveConfigCallback):
+    """Writes the run's ``config.yaml`` whole or not at all (a full disk raises a ``WriteError`` naming it), replacing
+    the one a resumed run wrote before: the folder belongs to this run alone."""
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if self.already_saved:
+            return
+        log_dir = trainer.log_dir  # a broadcast: every rank takes part
+        if trainer.is_global_zero and log_dir is not None:
+            path = Path(log_dir, self.config_filename)
+            get_filesystem(log_dir).makedirs(log_dir, exist_ok=True)
+            with replaced_on_success(path) as tmp:
+                self.parser.save(self.config, str(tmp), skip_none=False, overwrite=True, multifile=False)
+        self.already_saved = True
+
+
+def lock(folder: Path) -> int | None:
+    """An open descriptor of ``folder`` holding its exclusive lock, or None if another process holds it. (Where the
+    file system has no locks for folders, some network ones, the descriptor holds none: runs then are not protected
+    from a resume into them.)"""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    except OSError:
+        pass
+    return fd
+
+
+def in_use(folder: Path) -> bool:
+    """Whether a running process logs into ``folder`` (holds its lock)."""
+    fd = lock(folder)
+    if fd is not None:
+        os.close(fd)
+    return fd is None
+
+
+def last_checkpoint(runs: Path, version: int | str | None, skip_running: bool = True) -> Path:
+    """The ``last.ckpt`` that ``fit --ckpt_path last`` resumes: that of ``version`` if named, else the newest one under
+    ``runs`` whose run is not running (any run's, when not ``skip_running``)."""
+    if version is not None:
+        folder = runs / (version if isinstance(version, str) else f"version_{version}")
+        last = folder / "checkpoints" / "last.ckpt"
+        if not last.is_file():
+            raise UserError(f"no last.ckpt in {folder} to resume from")
+        if skip_running and in_use(folder):
+            raise UserError(f"{folder} is in use by a running process; stop it before resuming it")
+        return last
+    found = sorted(runs.glob("version_*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise UserError(f"no last.ckpt under {runs} to resume from")
+    stopped = [p for p in found if not (skip_running and in_use(p.parent.parent))]
+    if not stopped:
+        raise UserError(f"every run under {runs} is still running; name the one to resume with "
+                        f"--trainer.logger.init_args.version")
+    return stopped[-1]
+
+
+def first_process() -> bool:
+    """Whether this process is, or will become, global rank 0, from the variables launchers set (Lightning's, torchrun,
+    SLURM): before the Trainer starts, Lightning's own ``rank_zero_only.rank`` does not know the node yet."""
+    return all(os.environ.get(name, "0") == "0" for name in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
