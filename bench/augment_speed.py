@@ -156,10 +156,10 @@ def main() -> None:
         "# Batch augmentation: kornia vs. hand-written, and its cost in a `best` epoch (CPU)",
         "",
         f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__} "
-        f"({torch.get_num_threads()} threads), kornia {kornia.__version__}, Python {platform.python_version()}. "
+        f"(torch threads: {torch.get_num_threads()}), kornia {kornia.__version__}, Python {platform.python_version()}. "
         f"Load average at start: {load[0]:.2f}.",
         "",
-        f"Produced by: `{' '.join(['flock /tmp/team/cpu.lock python', f'bench/{Path(__file__).name}', *sys.argv[1:]])}`",
+        f"Produced by: `{' '.join(['flock /tmp/team/cpu.lock python bench/augment_speed.py', *sys.argv[1:]])}`",
         "",
         f"Real MNIST training digits (uint8), {opts.batches} batches of {batch_size} (the `best` recipe's batch), "
         f"{opts.repeats} passes per timing, {opts.rounds} rounds with the sides alternating; the median of the rounds. "

@@ -35,7 +35,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -135,6 +134,8 @@ async def load_level(port: int, clients: int, total: int, bodies: list[bytes], l
     start = time.perf_counter()
     await asyncio.gather(*(client() for _ in range(clients)))
     wall = time.perf_counter() - start
+    if not batch_sizes:
+        sys.exit(f"error: no request of {total} was answered with a digit; first errors: {errors[:3]}")
     ms = np.array(latencies) * 1000
     return {"clients": clients, "requests": total, "wall": wall, "per_s": total / wall, "errors": errors,
             "p50": float(np.percentile(ms, 50)), "p90": float(np.percentile(ms, 90)),

@@ -156,9 +156,9 @@ def main() -> None:
         "",
         f"Produced by: `python bench/shift.py {' '.join(sys.argv[1:])}`",
         "",
-        f"The first {opts.count:,} MNIST test digits per family (seed {opts.seed}), saved as PNG files and read through "
-        "`mnist_lit.predict.predict_files` (`predict-images`' own preprocessing); accuracy in %. The families are "
-        "described in the script's docstring; \"clean\" is all 10,000 test digits as they are.",
+        f"The first {opts.count:,} MNIST test digits per family (seed {opts.seed}), saved as PNG files and read "
+        "through `mnist_lit.predict.predict_files` (`predict-images`' own preprocessing); accuracy in %. The families "
+        "are described in the script's docstring; \"clean\" is all 10,000 test digits as they are.",
         "",
         "| " + " | ".join(head) + " |",
         "|" + "---|" * len(head),

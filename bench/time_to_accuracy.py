@@ -11,8 +11,9 @@ that records the test accuracy of every evaluation against the training seconds 
 training started less the evaluation passes (checkpoint writes count as training). The test set is scored after
 every epoch, as the recipes do (``fast``'s epochs are three quarters of the split: every 160 steps, about 3 s).
 The command is otherwise the recipe unchanged, so its final accuracy and wall time are what ``make fit`` gives.
-Plain loop: bench/speed.py's ``tutorial_loop`` (torchvision MNIST, per-sample ToTensor/Normalize, a DataLoader, the
-recipe's optimizer and schedule), scored after every epoch, its test pass not counted. Both stop at the recipe's
+Plain loop: bench/speed.py's ``tutorial_loop`` (torchvision MNIST's 60,000 training images, per-sample
+ToTensor/Normalize, a DataLoader, the recipe's optimizer, schedule, epochs and share of each epoch), scored after
+every epoch, its test pass not counted. Both stop at the recipe's
 epochs, once the test accuracy reaches the highest threshold, or when ``--max-seconds`` of training is spent
 (then the thresholds not reached are marked as capped). Each run is a fresh process: "command" is its whole wall
 time, start-up included. Writes bench/TIME_TO_ACCURACY.md.
@@ -134,14 +135,16 @@ def plain_in_process(model: str, seed: int, opts: argparse.Namespace) -> dict:
     import yaml
     from speed import tutorial_loop
 
-    epochs = yaml.safe_load((ROOT / "configs" / f"{model}.yaml").read_text())["trainer"]["max_epochs"]
+    cfg = yaml.safe_load((ROOT / "configs" / f"{model}.yaml").read_text())
+    epochs, limit = cfg["trainer"]["max_epochs"], cfg["trainer"].get("limit_train_batches", 1.0)
+    steps = None if limit == 1.0 else int(-(-60_000 // cfg["data"]["batch_size"]) * limit)  # the recipe's share
     curve: list[dict] = []
 
     def after_epoch(epoch: int, seconds: float, acc: float) -> bool:
         curve.append({"epoch": epoch, "seconds": seconds, "test_acc": acc})
         return acc >= STOP_AT
 
-    result = tutorial_loop(model, epochs, None, opts.data_dir, seed, after_epoch, opts.max_seconds)
+    result = tutorial_loop(model, epochs, steps, opts.data_dir, seed, after_epoch, opts.max_seconds)
     return {"side": "plain loop", "model": model, "seed": seed, "curve": curve, "acc": result["acc"],
             "seconds": result["seconds"], "epochs": result["samples"] / 60_000}
 
@@ -197,9 +200,9 @@ def main() -> None:
             if model not in opts.no_plain and plain_can_run(model):
                 sides["plain loop"].append(plain_run(model, seed, opts))
                 print(json.dumps(sides["plain loop"][-1]), flush=True)
-        saved["results"][model] = sides
-        raw.write_text(json.dumps(saved, indent=1))
-        report(saved, Path(opts.out))
+            saved["results"][model] = sides  # after every seed: a long run that is stopped still reports
+            raw.write_text(json.dumps(saved, indent=1))
+            report(saved, Path(opts.out))
 
 
 def report(saved: dict, out: Path) -> None:

@@ -217,7 +217,7 @@ def _geometry(x: torch.Tensor, affine: Affine, elastic: Elastic, g: torch.Genera
     low, high = moved.amin(dim=1), moved.amax(dim=1)
     fit = ((2 * limit) / (high - low).clamp(min=1e-6)).amin(dim=1).clamp(max=1.0)
     forward, low, high = forward * fit.view(n, 1, 1), low * fit.view(n, 1), high * fit.view(n, 1)
-    room_low, room_high = -limit - low, limit - high  # the translations t that keep it inside: room_low ≤ t ≤ room_high
+    room_low, room_high = -limit - low, limit - high  # the translations that keep it inside lie between the two
     wanted = shift.to(x.device) * torch.tensor([2 * affine.translate / w, 2 * affine.translate / h], device=x.device)
     translation = torch.minimum(torch.maximum(wanted, room_low), room_high)
 

@@ -9,7 +9,7 @@ import lightning as L
 import torch
 import torchinfo
 from jsonargparse.typing import NonNegativeInt, OpenUnitInterval
-from lightning.pytorch.callbacks import BasePredictionWriter, EMAWeightAveraging
+from lightning.pytorch.callbacks import BasePredictionWriter, WeightAveraging
 from lightning.pytorch.callbacks.early_stopping import EarlyStopping, EarlyStoppingReason
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.trainer.states import TrainerFn
@@ -156,23 +156,41 @@ class TrainingCurves(L.Callback):
             curves_image(per_epoch("loss"), per_epoch("acc")).save(tmp, format="PNG")
 
 
-class EMAWeights(EMAWeightAveraging):
-    """Lightning's exponential moving average of the weights: validation, test, checkpoints (their ``state_dict``)
-    and therefore ``predict-images`` and ``export`` all use the averaged weights; ``current_model_state`` in a
-    checkpoint keeps the raw ones, to resume training.
+def ema_with_warm_up(decay: float):
+    """The exponential moving average of a weight, whose decay ramps up as (1 + n) / (10 + n) (n: updates so far) to
+    ``decay``, as timm's and TensorFlow's EMA do: a fixed 0.999 would still hold 80 % of the first averaged weights
+    230 steps later, too slow for a short run (measured: 98.27 % vs. 98.98 % for the raw weights after one epoch)."""
 
-    One change: after ``fit``, a checkpoint loaded for ``test`` keeps its averaged weights. Lightning 2.6 would load
-    the raw ones into the model, because the fit's average model is still there.
+    def average(averaged: torch.Tensor, current: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+        if not averaged.is_floating_point():  # BatchNorm's num_batches_tracked
+            return current
+        ramp = (1 + count.to(averaged.dtype)) / (10 + count.to(averaged.dtype))
+        return averaged.lerp(current, 1 - ramp.clamp(max=decay))
+
+    return average
+
+
+class EMAWeights(WeightAveraging):
+    """Lightning's weight averaging as an exponential moving average of the weights (``ema_with_warm_up``):
+    validation, test, checkpoints (their ``state_dict``) and therefore ``predict-images`` and ``export`` all use the
+    averaged weights; ``current_model_state`` in a checkpoint keeps the raw ones, to resume training.
+
+    One change to Lightning's behaviour: after ``fit``, a checkpoint loaded for ``test`` keeps its averaged weights.
+    Lightning 2.6 would load the raw ones into the model, because the fit's average model is still there.
     """
 
     def __init__(self, decay: OpenUnitInterval = 0.999, update_starting_at_step: NonNegativeInt = 0) -> None:
         """
         Args:
-            decay: weight of the average so far at each step (0.999: about the last 1,000 steps count).
-            update_starting_at_step: the average starts as a copy of the weights after this many steps, so that
-                the random initial weights do not linger in it.
+            decay: the largest weight of the average so far at each step (0.999: about the last 1,000 steps count);
+                it ramps up to this from 0.1 over the first updates.
+            update_starting_at_step: the average starts as a copy of the weights after this many steps.
         """
-        super().__init__(decay=decay, update_starting_at_step=update_starting_at_step)
+        super().__init__(avg_fn=ema_with_warm_up(decay))
+        self.update_starting_at_step = update_starting_at_step
+
+    def should_update(self, step_idx: int | None = None, epoch_idx: int | None = None) -> bool:
+        return step_idx is not None and step_idx >= self.update_starting_at_step
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage == "fit":
@@ -184,10 +202,11 @@ class EMAWeights(EMAWeightAveraging):
 
 
 class DivergenceStop(EarlyStopping):
-    """Stops training after an epoch whose mean training loss is not finite or above ``max_loss``: a diverged run
-    would otherwise train on and end "successfully" with a useless network. Lightning's ``EarlyStopping`` does the
-    checking, once per epoch, on the loss the module averages anyway (no cost per step); the CLI then reports the run
-    as failed. It never stops a run for merely not improving."""
+    """Stops training after an epoch whose mean training loss is not finite or above max_loss (the run diverged).
+
+    A diverged run would otherwise train on and end "successfully" with a useless network. Lightning's
+    ``EarlyStopping`` does the checking, once per epoch, on the loss the module averages anyway (no cost per step); the
+    CLI then reports the run as failed. It never stops a run for merely not improving."""
 
     def __init__(self, max_loss: float = 100.0) -> None:
         """

@@ -181,7 +181,8 @@ class MNISTCLI(LightningCLI):
             logger.exist_ok = True
 
     def after_fit(self) -> None:
-        """Test the best checkpoint and say where it is, so a run ends with the figure users look for."""
+        """Test the best checkpoint and say where it is, so a run ends with the figure users look for; then fail a run
+        that diverged (``DivergenceStop``), with one line."""
         best = self.trainer.checkpoint_callback.best_model_path
         if not best:
             return self._fail_if_diverged()

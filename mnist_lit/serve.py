@@ -20,6 +20,7 @@ spawned process re-imports the main module, which must then be this light one ra
 import argparse
 import base64
 import binascii
+import ctypes
 import io
 import os
 import signal
@@ -59,8 +60,8 @@ UI_HEADERS = {"Content-Security-Policy": "default-src 'self'; img-src 'self' dat
                                          "form-action 'none'; frame-ancestors 'none'",
               "X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache"}
 
-Pixels = Annotated[list[Annotated[list[Annotated[int, Field(ge=0, le=255)]], Field(min_length=28, max_length=28)]],
-                   Field(min_length=28, max_length=28)]
+Byte = Annotated[int, Field(strict=True, ge=0, le=255)]  # a JSON integer: no strings or booleans read as numbers
+Pixels = Annotated[list[Annotated[list[Byte], Field(min_length=28, max_length=28)]], Field(min_length=28, max_length=28)]
 
 
 @dataclass
@@ -148,6 +149,7 @@ class DigitAPI(ls.LitAPI):
 
     def setup(self, device: str) -> None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C reaches the whole group: the server stops its workers
+        end_with_parent()
         torch.set_num_threads(self.threads)
         self.predictor = Predictor.from_checkpoint(self.ckpt, device)  # weights only: no code runs from the file
 
@@ -157,7 +159,9 @@ class DigitAPI(ls.LitAPI):
     def batch(self, digits: list[Digit]) -> list[Digit]:
         return digits  # blank ones have no pixels: predict stacks the others
 
-    def predict(self, digits: list[Digit]) -> list[Answer]:
+    def predict(self, digits: list[Digit] | Digit) -> list[Answer] | Answer:
+        if isinstance(digits, Digit):  # --max-batch-size 1: LitServe passes the requests one by one
+            return self.predict([digits])[0]
         images = [d.pixels for d in digits if d.pixels is not None]
         rows = iter(self.predictor.probabilities(torch.from_numpy(np.stack(images))).float().cpu().tolist()
                     if images else [])
@@ -212,6 +216,7 @@ def build_server(api: DigitAPI, workers: int, device: torch.device, metadata: di
     devices = ("auto" if device.type == "cpu" else 1 if device.index is None else [device.index])
     server = ls.LitServer(api, accelerator=device.type, devices=devices, workers_per_device=workers,
                           max_payload_size=MAX_PAYLOAD, model_metadata=metadata)
+    server.uvicorn_graceful_timeout = 5  # seconds in-flight requests get to finish at shutdown (LitServe's: 30)
     app = server.app
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(StarletteHTTPException, _http_error)
@@ -251,8 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "so anyone who can reach this machine can use the API (there is no authentication)")
     parser.add_argument("--port", type=_port, default=8000, help="TCP port (default 8000)")
     parser.add_argument("--workers", type=positive_int, default=1,
-                        help="inference processes, each with the network loaded (default 1); as many HTTP "
-                             "processes decode the requests' images")
+                        help="inference processes, each with the network loaded, sharing the CPU cores the HTTP "
+                             "processes leave (default 1)")
     parser.add_argument("--api-servers", type=positive_int, default=min(8, os.cpu_count() or 1),
                         help="HTTP processes, which parse the requests and decode their images: the CPU-heavy part "
                              "(default: one per CPU core, at most 8)")
@@ -288,9 +293,17 @@ def _announce_when_ready(url: str, local: str, network: str) -> None:
     print(f"ready: {network} answers POST {url}/predict; draw a digit at {url}/ui/ (Ctrl+C stops)", flush=True)
 
 
-def _default_signals() -> None:
+def end_with_parent() -> None:
+    """Linux: when the server's main process dies, even by SIGKILL, the kernel sends SIGTERM to this process."""
+    if sys.platform == "linux":
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
+
+
+def _forked_child() -> None:
+    """LitServe's forked processes (HTTP, manager): uvicorn's own signal handling, and no orphans."""
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    end_with_parent()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -299,7 +312,10 @@ def run(args: argparse.Namespace) -> int:
     Image.MAX_IMAGE_PIXELS = MAX_PIXELS  # each image is decoded in memory while its client waits: bound that memory
     predictor = Predictor.from_checkpoint(args.ckpt)  # a bad checkpoint is one line here, not one per worker
     _check_port(args.host, args.port)
-    threads = max(1, (os.cpu_count() or 1) // args.workers) if device.type == "cpu" else 1
+    # The HTTP processes decode the images; the workers share the cores left (at least one thread each): OpenMP
+    # threads that wait for work spin, and would take the cores the decoding needs.
+    spare = (os.cpu_count() or 1) - args.api_servers
+    threads = max(1, spare // args.workers) if device.type == "cpu" else 1
     api = DigitAPI(os.path.abspath(args.ckpt), threads, args.max_batch_size, args.batch_timeout)
     metadata = {"checkpoint": os.path.basename(args.ckpt), "network": predictor.net_name,
                 "normalization": predictor.normalization}
@@ -320,7 +336,7 @@ def run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    os.register_at_fork(after_in_child=_default_signals)  # LitServe's forked HTTP processes: uvicorn's own handling
+    os.register_at_fork(after_in_child=_forked_child)
     shown = f"[{args.host}]" if ":" in args.host else args.host
     local = "http://[::1]" if args.host == "::" else "http://127.0.0.1"
     print(f"loading {predictor.net_name} from {args.ckpt} into {args.workers} worker(s) on {device} ...", flush=True)

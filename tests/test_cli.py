@@ -88,7 +88,7 @@ def test_unknown_model_is_one_line_and_nonzero(tmp_path):
     run = cli("fit", "--model", "resnet50", cwd=tmp_path)
     assert run.returncode == 2
     assert run.stderr.strip() == ("error: unknown model 'resnet50'; valid names: "
-                                  "lenet5, lenet, cnn3block, cnn3block5x5, mlp, bncnn")
+                                  "lenet5, lenet, cnn3block, cnn3block5x5, mlp, bncnn, fast, best")
     assert not any(tmp_path.iterdir()), "a refused run creates nothing"
 
 
@@ -97,7 +97,8 @@ def test_print_config_resolves_the_recipe(tmp_path):
     assert run.returncode == 0, run.stderr
     config = yaml.safe_load(run.stdout)
     assert config["model"] == {"net": "lenet5", "optimizer": "sgd", "lr": 0.02, "momentum": 0.0,
-                               "weight_decay": 0.0, "warmup_steps": 0, "channels_last": True}
+                               "weight_decay": 0.0, "warmup_steps": 0, "channels_last": True,
+                               "betas": [0.9, 0.999], "scheduler": "none", "pct_start": 0.25}
     assert config["data"]["normalization"] == "x255" and config["trainer"]["max_epochs"] == 5
     assert config["trainer"]["devices"] == 1, "one device unless asked, even on a machine with several GPUs"
 

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -51,13 +52,13 @@ def test_curves_png_lies_beside_the_checkpoints(best_run):
     curves = Image.open(version / "checkpoints" / "curves.png")
     assert curves.format == "PNG" and curves.size == (1100, 440)
     # three coloured series (train, val, test) are drawn in the accuracy panel
-    colours = {pixel for pixel in curves.crop((630, 50, 1070, 380)).getdata()}
+    colours = {tuple(pixel) for pixel in np.asarray(curves.crop((630, 50, 1070, 380))).reshape(-1, 3).tolist()}
     assert {(31, 119, 180), (255, 127, 14), (44, 160, 44)} <= colours
 
 
 def test_the_checkpoint_holds_the_ema_weights_and_they_are_what_was_tested(best_run, mnist_dir):
     version, stdout = best_run
-    best = re.search(r"^best checkpoint: (.+)$", stdout, re.M).group(1)
+    best = version.parents[2] / re.search(r"^best checkpoint: (.+)$", stdout, re.M).group(1)  # the run's cwd
     reported = float(re.search(r"^test accuracy: ([0-9.]+)$", stdout, re.M).group(1))
     checkpoint = torch.load(best, weights_only=True)
     raw, ema = checkpoint["current_model_state"], checkpoint["state_dict"]

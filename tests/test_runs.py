@@ -11,6 +11,7 @@ import errno
 import json
 import os
 import re
+import select
 import signal
 import subprocess
 import sys
@@ -86,7 +87,7 @@ class Launcher:
                                         stdout=subprocess.PIPE, text=True)
         self.count = 0
 
-    def run(self, *jobs: tuple, timeout: float = 300) -> list[dict]:
+    def run(self, *jobs: tuple) -> list[dict]:
         """Start every job, ``(cwd, args)`` or ``(cwd, args, {"fail_save": {"errno": E, "at": N}})``, at the same
         instant; each result has the job's pid, status, stdout and stderr."""
         specs = []
@@ -96,6 +97,9 @@ class Launcher:
                           **(extra[0] if extra else {})})
         self.process.stdin.write(json.dumps(specs) + "\n")
         self.process.stdin.flush()
+        if not select.select([self.process.stdout], [], [], 600)[0]:  # a hung run fails the test, not the suite
+            self.process.kill()
+            pytest.fail(f"jobs still running after 10 minutes: {specs}")
         line = self.process.stdout.readline()
         assert line, "the launcher died"
         results = json.loads(line)

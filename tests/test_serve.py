@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ from bench.predict_images import photograph
 from bench.predict_images import test_digits as mnist_test_digits  # not collected as a test
 from mnist_lit.images import load_mnist
 from mnist_lit.predict import Predictor
-from serving import ServeProcess, assert_stops_cleanly
+from serving import ServeProcess, alive, assert_stops_cleanly, descendants, port_is_free
 
 UI = Path(__file__).resolve().parent.parent / "mnist_lit" / "ui"
 
@@ -155,13 +156,15 @@ def bad_request(kind: str, good: bytes) -> tuple[bytes | dict | list, int, str]:
         return {"pixels": [[-1] * 28] * 28}, 422, "greater than or equal to 0"
     if kind == "pixels_not_integers":
         return {"pixels": [[0.5] * 28] * 28}, 422, "valid integer"
+    if kind == "pixels_as_strings":
+        return {"pixels": [["0"] * 28] * 28}, 422, "valid integer"
     raise AssertionError(kind)
 
 
 BAD_REQUESTS = ["malformed_json", "not_an_object", "image_not_a_string", "pixels_not_a_list", "neither_field",
                 "both_fields", "unknown_field", "not_base64", "not_an_image", "truncated_png", "decompression_bomb",
                 "over_the_size_limit", "pixels_wrong_shape", "pixels_out_of_range", "pixels_negative",
-                "pixels_not_integers"]
+                "pixels_not_integers", "pixels_as_strings"]
 
 
 @pytest.mark.parametrize("kind", BAD_REQUESTS)
@@ -252,6 +255,25 @@ def test_bad_checkpoint_busy_port_and_bad_host_are_one_line_exit_2(server, ckpt,
         assert run.returncode == 2 and phrase in stderr and "Traceback" not in stderr, stderr
         assert stderr.count("\n") == 1 or stderr.startswith("usage:"), stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.ckpt"]
+
+
+def test_sigkill_of_the_server_takes_its_processes_with_it(ckpt, tmp_path):
+    """SIGKILL cannot be handled, but the kernel then sends SIGTERM to each process the server started. (This server
+    predicts without batching, LitServe's other loop, where each request comes alone.)"""
+    serve = ServeProcess(ckpt, "--max-batch-size", "1", cwd=tmp_path / "cwd")
+    serve.wait_ready()
+    for body in ({"pixels": [[0] * 28] * 28}, {"image": b64(png(Image.new("L", (64, 64), 255)))}):
+        status, answer = serve.predict(body)
+        assert status == 200 and answer["batch_size"] == 1 and ("digit" in answer), answer
+    processes = descendants(serve.proc.pid)
+    assert len(processes) >= 4, processes
+    serve.proc.kill()
+    serve.proc.wait()
+    deadline = time.monotonic() + 15  # uvicorn's graceful shutdown: at most 5 s for requests in flight
+    while (left := [pid for pid in processes if alive(pid)]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not left, f"processes left behind: {left}"
+    assert port_is_free(serve.port)
 
 
 def test_sigterm_stops_every_process_and_frees_the_port(server):
