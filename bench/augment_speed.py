@@ -1,6 +1,7 @@
 """Batch augmentation on the CPU: kornia.augmentation against mnist_lit's hand-written affine_grid/grid_sample, and
 what the augmentation costs in an epoch of the ``best`` recipe.
 
+    pip install -e '.[bench]'                                          # kornia, for the comparison only
     flock /tmp/team/cpu.lock python bench/augment_speed.py            # writes bench/AUGMENT.md
 
 One run, side by side, on real MNIST training digits (uint8 in memory, as the data module holds them), batches of

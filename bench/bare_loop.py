@@ -123,6 +123,7 @@ def cli(net_name: str, epochs: int, data_dir: str, seed: int) -> list[float]:
         env = {**os.environ, "PYTHONPATH": str(ROOT), "EPOCH_CLOCK_OUT": str(out)}
         done = subprocess.run([sys.executable, "-m", "mnist_lit.cli", "fit", "--model", net_name, "--seed_everything",
                                str(seed), "--trainer.max_epochs", str(epochs), "--data.data_dir", data_dir,
+                               "--trainer.limit_train_batches", "1.0",  # whole epochs, as the other sides
                                "--trainer.callbacks+=bench.bare_loop.EpochClock"],
                               cwd=cwd, env=env, capture_output=True, text=True)
         if done.returncode != 0:

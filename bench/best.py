@@ -23,9 +23,9 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 HEADER = ["# `best` recipe: test accuracy per seed", "",
-          "Each row was appended by `python bench/best.py` as its run finished (machine and load in the row's notes). "
           "The checkpoint is selected on the validation split; the test accuracy is that checkpoint's on the official "
-          "10,000 test digits.", "",
+          "10,000 test digits. Rows are appended by `python bench/best.py --seed N [--epochs E]` as each run finishes.",
+          "",
           "| seed | epochs | selected checkpoint | test accuracy | wall time | command | notes |",
           "|---|---|---|---|---|---|---|"]
 
@@ -56,15 +56,16 @@ def main() -> None:
     lines = out.read_text().splitlines() if out.is_file() else list(HEADER)
     lines = [line for line in lines if not line.startswith("Mean over")]
     epochs = opts.epochs or full
-    lines.append(f"| {opts.seed} | {epochs}{'' if epochs == full else f' of {full}'} | `{Path(best.group(1)).name}` "
-                 f"| {100 * float(acc.group(1)):.2f} % | {seconds / 60:.0f} min | "
-                 f"`python -m mnist_lit.cli {' '.join(args)}` | |")
+    end = max(i for i, line in enumerate(lines) if line.startswith("|")) + 1  # the new row goes below the table
+    lines.insert(end, f"| {opts.seed} | {epochs}{'' if epochs == full else f' of {full}'} | "
+                      f"`{Path(best.group(1)).name}` | {100 * float(acc.group(1)):.2f} % | {seconds / 60:.0f} min | "
+                      f"`python -m mnist_lit.cli {' '.join(args)}` | |")
     full_runs = [float(line.split("|")[4].strip(" %")) for line in lines
                  if line.startswith("| ") and line.split("|")[2].strip() == str(full)]
     if full_runs:
         sd = statistics.stdev(full_runs) if len(full_runs) > 1 else float("nan")
-        lines.append(f"Mean over the {len(full_runs)} full-recipe run(s): {statistics.mean(full_runs):.2f} ± "
-                     f"{sd:.2f} % (sd).")
+        lines[end + 1:end + 1] = ["", f"Mean over the {len(full_runs)} full-recipe run(s): "
+                                      f"{statistics.mean(full_runs):.2f} ± {sd:.2f} % (sd)."]
     out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from jsonargparse.typing import ClosedUnitInterval, NonNegativeFloat, PositiveFloat, PositiveInt
 
+from mnist_lit.errors import UserError
+
 INK = 0.05  # pixels brighter than this (of 1) are ink: they are kept inside the field
 
 
@@ -49,7 +51,8 @@ class Affine:
 
     def __post_init__(self) -> None:
         if self.scale >= 1 or self.shear >= 90:
-            raise ValueError("augment.affine: scale must be below 1 and shear below 90 degrees")
+            raise UserError(f"--data.augment.affine: scale {self.scale} and shear {self.shear} must be below 1 and "
+                            f"90 degrees")
 
 
 @dataclass
@@ -100,7 +103,8 @@ class Resolution:
 
     def __post_init__(self) -> None:
         if not self.low_min <= self.low_max <= 28 or self.blur_sigma < 0.3:
-            raise ValueError("augment.resolution: low_min ≤ low_max ≤ 28 and blur_sigma ≥ 0.3 are required")
+            raise UserError(f"--data.augment.resolution: low_min {self.low_min} ≤ low_max {self.low_max} ≤ 28 and "
+                            f"blur_sigma {self.blur_sigma} ≥ 0.3 are required")
 
 
 @dataclass
@@ -119,7 +123,8 @@ class Contrast:
 
     def __post_init__(self) -> None:
         if self.gamma < 1:
-            raise ValueError("augment.contrast: gamma must be at least 1 (it draws from 1/gamma to gamma)")
+            raise UserError(f"--data.augment.contrast.gamma {self.gamma}: must be at least 1 (it draws from 1/gamma "
+                            f"to gamma)")
 
 
 @dataclass

@@ -119,7 +119,7 @@ class MisclassifiedGrid(L.Callback):
         self._wrong.append(tuple(t[wrong].cpu() for t in (images, labels, predicted, probability)))
 
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not self._wrong or not isinstance(trainer.logger, TensorBoardLogger):
+        if not self._wrong or not trainer.is_global_zero or not isinstance(trainer.logger, TensorBoardLogger):
             return
         images, labels, predicted, probability = (torch.cat(parts)[: self.count] for parts in zip(*self._wrong))
         if len(images):

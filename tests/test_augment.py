@@ -14,6 +14,7 @@ from torchvision.datasets import MNIST
 
 from mnist_lit.augment import INK, Affine, Augmentation, Contrast, Elastic, Resolution, Stroke, augment
 from mnist_lit.data import EpochShuffle
+from mnist_lit.errors import UserError
 from mnist_lit.module import MNISTClassifier
 from mnist_lit.normalization import normalize
 
@@ -157,3 +158,10 @@ def test_recipes_without_augmentation_keep_it_off(recipe):
     config = yaml.safe_load((CONFIGS / f"{recipe}.yaml").read_text())
     assert "augment" not in config.get("data", {})
     assert not Augmentation().enabled
+
+
+@pytest.mark.parametrize("bad", [lambda: Affine(scale=1.5), lambda: Resolution(low_min=20, low_max=12),
+                                 lambda: Contrast(gamma=0.5)])
+def test_impossible_ranges_are_one_line_errors(bad):
+    with pytest.raises(UserError, match="^--data.augment"):
+        bad()
