@@ -169,9 +169,8 @@ def main() -> None:
     lines = [
         "# mnist_lit against a bare PyTorch loop",
         "",
-        f"Machine: {platform.machine()}, {torch.get_num_threads()} torch threads, CPU only, **shared** with other "
-        f"engineers' work (runs held a common lock, so no two benchmarks overlapped; untimed jobs may have run beside "
-        f"them); torch {torch.__version__}, lightning {L.__version__}, Python {platform.python_version()}.",
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads, CPU only; "
+        f"torch {torch.__version__}, lightning {L.__version__}, Python {platform.python_version()}.",
         "",
         f"Produced by: `{' '.join(['python bench/bare_loop.py', *sys.argv[1:]])}` ({opts.epochs} epochs per run, "
         f"seeds {', '.join(map(str, opts.seeds))}; the median of the {opts.epochs * len(opts.seeds)} epochs per side). "

@@ -36,13 +36,16 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, help="override the recipe's epoch count (recorded, not averaged)")
     parser.add_argument("--data-dir", default=str(ROOT / "data"))
     parser.add_argument("--out", default=str(ROOT / "bench" / "BEST.md"))
+    parser.add_argument("--keep", help="run in this folder and keep its lightning_logs (default: a temporary one)")
     opts = parser.parse_args()
     full = yaml.safe_load((ROOT / "configs" / "best.yaml").read_text())["trainer"]["max_epochs"]
 
     args = ["fit", "--model", "best", "--seed_everything", str(opts.seed), "--trainer.enable_progress_bar", "false"]
     if opts.epochs is not None:
         args += ["--trainer.max_epochs", str(opts.epochs)]
-    with tempfile.TemporaryDirectory() as cwd:
+    with tempfile.TemporaryDirectory() as tmp:
+        cwd = opts.keep or tmp
+        Path(cwd).mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
         done = subprocess.run([sys.executable, "-m", "mnist_lit.cli", *args, "--data.data_dir", opts.data_dir],
                               cwd=cwd, capture_output=True, text=True)

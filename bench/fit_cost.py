@@ -124,9 +124,8 @@ def main() -> None:
     lines = [
         f"# Where `fit --model {opts.model}` spends its wall time",
         "",
-        f"Machine: {platform.machine()}, {torch.get_num_threads()} torch threads, CPU only, **shared** with other "
-        f"engineers' work (runs held a common lock, so no two benchmarks overlapped; untimed jobs may have run beside "
-        f"them); torch {torch.__version__}, lightning {L.__version__}, Python {platform.python_version()}.",
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads, CPU only; "
+        f"torch {torch.__version__}, lightning {L.__version__}, Python {platform.python_version()}.",
         "",
         f"Produced by: `{' '.join(['python bench/fit_cost.py', *sys.argv[1:]])}`: {opts.runs} runs of "
         f"`python -m mnist_lit.cli fit --model {opts.model}`, the median of each phase (phases need not add up to "

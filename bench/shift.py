@@ -3,6 +3,7 @@ recipe's checkpoint through ``predict-images``' own preprocessing.
 
     python bench/shift.py --ckpt best=PATH --ckpt mlp=PATH ...          # writes bench/SHIFT.md
     python bench/shift.py --ckpt mlp=PATH --count 50 --out /tmp/SHIFT.md  # a smoke run
+    python bench/shift.py --merge --count 500 --ckpt fast=PATH            # add (or redo) a row, keep the others
 
 The first ``--count`` digits of the official MNIST *test* set (never trained on), one folder of image files per family,
 each digit drawn on a page the way a user would give it to ``predict-images`` (dark ink on light paper unless said):
@@ -25,6 +26,7 @@ No scikit-learn digits are used anywhere: they are kept as an independent check 
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import sys
 import tempfile
@@ -120,8 +122,16 @@ def main() -> None:
     parser.add_argument("--data-dir", default=str(ROOT / "data"))
     parser.add_argument("--keep", help="save the image files in this folder (default: a temporary one)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "SHIFT.md"))
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the rows of the .json beside --out (same --count and --seed) and add these")
     opts = parser.parse_args()
     checkpoints = dict(item.split("=", 1) for item in opts.ckpt)
+    command = " ".join(["python bench/shift.py", *sys.argv[1:]])
+    raw = Path(opts.out).with_suffix(".json")
+    saved = json.loads(raw.read_text()) if opts.merge and raw.exists() else {"count": opts.count, "seed": opts.seed,
+                                                                              "rows": []}
+    if (saved["count"], saved["seed"]) != (opts.count, opts.seed):
+        sys.exit(f"error: {raw} holds --count {saved['count']} --seed {saved['seed']}: merge with the same")
 
     raw = Path(opts.data_dir) / "MNIST" / "raw"
     images, labels = read_idx(raw / "t10k-images-idx3-ubyte"), read_idx(raw / "t10k-labels-idx1-ubyte")
@@ -135,16 +145,17 @@ def main() -> None:
                 draw(images[i], rng).convert("RGB").save(folder / f"{i:04d}.png")
         print(f"drew {opts.count} digits × {len(FAMILIES)} families into {root}", flush=True)
 
-        rows = []
         for name, path in checkpoints.items():
             start = time.perf_counter()
             predictor = Predictor.from_checkpoint(path)
             probs = predictor.probabilities(torch.from_numpy(images.copy()))
-            row = {"name": name, "path": path, "clean": (probs.argmax(1).numpy() == labels).mean()}
+            row = {"name": name, "path": path, "command": command,
+                   "clean": float((probs.argmax(1).numpy() == labels).mean())}
             for family in FAMILIES:
                 results = predict_files(predictor, [root / family])
-                row[family] = np.mean([r.digit == labels[int(Path(r.path).stem)] for r in results])
-            rows.append(row)
+                row[family] = float(np.mean([r.digit == labels[int(Path(r.path).stem)] for r in results]))
+            saved["rows"] = [r for r in saved["rows"] if r["name"] != name] + [row]
+            raw.write_text(json.dumps(saved, indent=1))  # after every checkpoint: a stopped run still reports
             print(name, {k: f"{v:.4f}" for k, v in row.items() if k not in ("name", "path")},
                   f"{time.perf_counter() - start:.0f} s", flush=True)
 
@@ -154,7 +165,8 @@ def main() -> None:
         "",
         f"Machine: {platform.machine()}; torch {torch.__version__}, Python {platform.python_version()}.",
         "",
-        f"Produced by: `python bench/shift.py {' '.join(sys.argv[1:])}`",
+        "Produced by: " + "; ".join(f"`{c}`" for c in dict.fromkeys(r["command"] for r in saved["rows"]))
+        + " (each row by the command that names its checkpoint; raw figures in the .json beside this file).",
         "",
         f"The first {opts.count:,} MNIST test digits per family (seed {opts.seed}), saved as PNG files and read "
         "through `mnist_lit.predict.predict_files` (`predict-images`' own preprocessing); accuracy in %. The families "
@@ -163,11 +175,11 @@ def main() -> None:
         "| " + " | ".join(head) + " |",
         "|" + "---|" * len(head),
     ]
-    for row in rows:
+    for row in saved["rows"]:
         shifts = [row[f] for f in FAMILIES]
         lines.append(f"| {row['name']} | " + " | ".join(f"{100 * v:.2f}" for v in [row["clean"], *shifts])
                      + f" | {100 * np.mean(shifts):.2f} |")
-    lines += ["", "Checkpoints:", ""] + [f"- {row['name']}: `{row['path']}`" for row in rows]
+    lines += ["", "Checkpoints:", ""] + [f"- {row['name']}: `{row['path']}`" for row in saved["rows"]]
     Path(opts.out).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

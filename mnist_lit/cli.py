@@ -32,9 +32,10 @@ import signal
 import threading
 import warnings
 from argparse import ArgumentError
-from typing import Literal
+from typing import Any, Literal
 
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch import Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar, TQDMProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 
@@ -105,6 +106,8 @@ def evaluation_folder(subcommand: str, config) -> None:
     logger.save_dir, logger.name = str(run / subcommand), ckpt.stem
 
 
+# Lightning's bar redraws after every step: 0.5–0.8 ms, a quarter of an mlp step on a CPU (bench/BARE_LOOP.md)
+BAR_REFRESH_STEPS = 20
 RESUME_FROM = "MNIST_LIT_RESUME_FROM"  # the last.ckpt that rank 0 picked for --ckpt_path last, for the other ranks
 
 
@@ -158,6 +161,9 @@ class MNISTCLI(LightningCLI):
             raise UserError("--checkpoint.save_last: last.ckpt is always written, after every epoch and before the "
                             "first step; leave the option out")
         if self.subcommand in ("validate", "test", "predict"):
+            if config.get("ckpt_path") in ("last", "best"):  # Lightning would evaluate the untrained network
+                raise UserError(f"--ckpt_path {config.ckpt_path} names a checkpoint of the run in this process, and "
+                                f"{self.subcommand} trains none: give the path of a .ckpt file")
             evaluation_folder(self.subcommand, config)
             # an evaluation saves no checkpoint, so the checkpoint callbacks' state in CKPT has nothing to resume
             warnings.filterwarnings("ignore", message="The dirpath has changed from")
@@ -179,6 +185,17 @@ class MNISTCLI(LightningCLI):
         logger.version = last.parent.parent.name
         if "exist_ok" in logger:
             logger.exist_ok = True
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        """The progress bar redraws every ``BAR_REFRESH_STEPS`` steps, unless the run turns it off or brings its own
+        (``--trainer.callbacks+=TQDMProgressBar --trainer.callbacks.refresh_rate 1``). Added here, not as a default
+        callback: Lightning refuses ``--trainer.enable_progress_bar false`` beside a progress bar callback."""
+        config = self._get(self.config_init, "trainer", default={})
+        callbacks = config.get("callbacks") or []
+        callbacks = callbacks if isinstance(callbacks, list) else [callbacks]
+        if config.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in callbacks):
+            kwargs["callbacks"] = [*callbacks, TQDMProgressBar(refresh_rate=BAR_REFRESH_STEPS)]
+        return super().instantiate_trainer(**kwargs)
 
     def after_fit(self) -> None:
         """Test the best checkpoint and say where it is, so a run ends with the figure users look for; then fail a run

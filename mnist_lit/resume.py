@@ -72,7 +72,7 @@ class ResumableRun(L.Callback):
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.global_step == 0 and trainer.checkpoint_callback is not None:
-            trainer.save_checkpoint(self._last(trainer))
+            trainer.save_checkpoint(self._last(trainer), weights_only=False)  # a full one: it must resume
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
                              batch_idx: int) -> None:

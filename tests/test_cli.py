@@ -84,6 +84,18 @@ def test_select_on_val_names_the_checkpoint_after_val(tmp_path, mnist_dir):
     assert any(n.startswith("epoch=") and "-val_acc=" in n for n in names), names
 
 
+def test_progress_bar_redraws_every_20_steps_unless_the_run_brings_its_own(tmp_path, mnist_dir):
+    steps = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "40", "--trainer.limit_val_batches", "2",
+             "--trainer.limit_test_batches", "2", "--data.data_dir", mnist_dir]
+    default = cli("fit", "--model", "mlp", *steps, cwd=tmp_path)
+    assert default.returncode == 0, default.stderr[-3000:]
+    assert "20/40" in default.stdout and "40/40" in default.stdout and "3/40" not in default.stdout
+    own = cli("fit", "--model", "mlp", *steps, "--trainer.callbacks+=TQDMProgressBar",
+              "--trainer.callbacks.refresh_rate", "1", cwd=tmp_path)
+    assert own.returncode == 0, own.stderr[-3000:]
+    assert "3/40" in own.stdout and "40/40" in own.stdout
+
+
 def test_unknown_model_is_one_line_and_nonzero(tmp_path):
     run = cli("fit", "--model", "resnet50", cwd=tmp_path)
     assert run.returncode == 2
@@ -123,6 +135,13 @@ def test_bad_configuration_is_one_line_and_creates_nothing(tmp_path, args, messa
     assert run.returncode == 2, run.stderr
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], run.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.yaml"], "a refused run writes nothing"
+
+
+def test_evaluating_last_or_best_without_a_run_is_one_line(tmp_path):
+    for name in ("last", "best"):
+        run = cli("test", "--model", "mlp", "--ckpt_path", name, cwd=tmp_path)
+        assert run.returncode == 2 and run.stderr.strip().startswith(f"error: --ckpt_path {name} names a checkpoint")
+    assert not any(tmp_path.iterdir()), "a refused run writes nothing"
 
 
 def test_fast_help_is_lightning_clis_own_help(tmp_path, monkeypatch, capsys):
