@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shlex
 import sys
 import tempfile
 import time
@@ -126,12 +127,12 @@ def main() -> None:
                         help="keep the rows of the .json beside --out (same --count and --seed) and add these")
     opts = parser.parse_args()
     checkpoints = dict(item.split("=", 1) for item in opts.ckpt)
-    command = " ".join(["python bench/shift.py", *sys.argv[1:]])
-    raw = Path(opts.out).with_suffix(".json")
-    saved = json.loads(raw.read_text()) if opts.merge and raw.exists() else {"count": opts.count, "seed": opts.seed,
-                                                                              "rows": []}
+    command = shlex.join(["python", "bench/shift.py", *sys.argv[1:]])
+    saved_at = Path(opts.out).with_suffix(".json")
+    saved = (json.loads(saved_at.read_text()) if opts.merge and saved_at.exists()
+             else {"count": opts.count, "seed": opts.seed, "rows": []})
     if (saved["count"], saved["seed"]) != (opts.count, opts.seed):
-        sys.exit(f"error: {raw} holds --count {saved['count']} --seed {saved['seed']}: merge with the same")
+        sys.exit(f"error: {saved_at} holds --count {saved['count']} --seed {saved['seed']}: merge with the same")
 
     raw = Path(opts.data_dir) / "MNIST" / "raw"
     images, labels = read_idx(raw / "t10k-images-idx3-ubyte"), read_idx(raw / "t10k-labels-idx1-ubyte")
@@ -155,8 +156,8 @@ def main() -> None:
                 results = predict_files(predictor, [root / family])
                 row[family] = float(np.mean([r.digit == labels[int(Path(r.path).stem)] for r in results]))
             saved["rows"] = [r for r in saved["rows"] if r["name"] != name] + [row]
-            raw.write_text(json.dumps(saved, indent=1))  # after every checkpoint: a stopped run still reports
-            print(name, {k: f"{v:.4f}" for k, v in row.items() if k not in ("name", "path")},
+            saved_at.write_text(json.dumps(saved, indent=1))  # after every checkpoint: a stopped run still reports
+            print(name, {k: f"{v:.4f}" for k, v in row.items() if k not in ("name", "path", "command")},
                   f"{time.perf_counter() - start:.0f} s", flush=True)
 
     head = ["recipe", "clean test (10,000)", *FAMILIES, "mean of the shifts"]
