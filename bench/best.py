@@ -30,6 +30,15 @@ HEADER = ["# `best` recipe: test accuracy per seed", "",
           "|---|---|---|---|---|---|---|"]
 
 
+def device() -> str:
+    """Where Lightning's default accelerator ("auto") trains: the first GPU if there is one, else the CPU."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    return f"CPU, {torch.get_num_threads()} torch threads"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, required=True)
@@ -37,6 +46,7 @@ def main() -> None:
     parser.add_argument("--data-dir", default=str(ROOT / "data"))
     parser.add_argument("--out", default=str(ROOT / "bench" / "BEST.md"))
     parser.add_argument("--keep", help="run in this folder and keep its lightning_logs (default: a temporary one)")
+    parser.add_argument("--note", default="", help="written in the row's notes, after the device it ran on")
     opts = parser.parse_args()
     full = yaml.safe_load((ROOT / "configs" / "best.yaml").read_text())["trainer"]["max_epochs"]
 
@@ -62,7 +72,7 @@ def main() -> None:
     end = max(i for i, line in enumerate(lines) if line.startswith("|")) + 1  # the new row goes below the table
     lines.insert(end, f"| {opts.seed} | {epochs}{'' if epochs == full else f' of {full}'} | "
                       f"`{Path(best.group(1)).name}` | {100 * float(acc.group(1)):.2f} % | {seconds / 60:.0f} min | "
-                      f"`python -m mnist_lit.cli {' '.join(args)}` | |")
+                      f"`python -m mnist_lit.cli {' '.join(args)}` | {'; '.join(filter(None, [device(), opts.note]))} |")
     full_runs = [float(line.split("|")[4].strip(" %")) for line in lines
                  if line.startswith("| ") and line.split("|")[2].strip() == str(full)]
     if full_runs:
