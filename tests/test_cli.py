@@ -23,6 +23,19 @@ def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
                           timeout=300)
 
 
+def cli_together(*runs: tuple[list[str], Path]) -> list[subprocess.CompletedProcess]:
+    """Independent runs (arguments, folder) started at once: each spends most of its seconds importing Lightning, and
+    side by side those imports share the cores instead of waiting for each other."""
+    processes = [subprocess.Popen([sys.executable, "-m", "mnist_lit.cli", *args], cwd=cwd, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for args, cwd in runs]
+    try:
+        outputs = [process.communicate(timeout=300) for process in processes]
+        return [subprocess.CompletedProcess(p.args, p.returncode, *out) for p, out in zip(processes, outputs)]
+    finally:
+        for process in processes:
+            process.kill()  # only those a timeout left running; the others have exited
+
+
 def test_fit_writes_checkpoints_events_and_config(tmp_path, mnist_dir):
     run = cli("fit", "--model", "cnn3block", "--data.data_dir", mnist_dir, *TINY, cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
@@ -87,11 +100,11 @@ def test_select_on_val_names_the_checkpoint_after_val(tmp_path, mnist_dir):
 def test_progress_bar_redraws_every_20_steps_unless_the_run_brings_its_own(tmp_path, mnist_dir):
     steps = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "40", "--trainer.limit_val_batches", "2",
              "--trainer.limit_test_batches", "2", "--data.data_dir", mnist_dir]
-    default = cli("fit", "--model", "mlp", *steps, cwd=tmp_path)
+    default, own = cli_together((["fit", "--model", "mlp", *steps], tmp_path),
+                                (["fit", "--model", "mlp", *steps, "--trainer.callbacks+=TQDMProgressBar",
+                                  "--trainer.callbacks.refresh_rate", "1"], tmp_path))
     assert default.returncode == 0, default.stderr[-3000:]
     assert "20/40" in default.stdout and "40/40" in default.stdout and "3/40" not in default.stdout
-    own = cli("fit", "--model", "mlp", *steps, "--trainer.callbacks+=TQDMProgressBar",
-              "--trainer.callbacks.refresh_rate", "1", cwd=tmp_path)
     assert own.returncode == 0, own.stderr[-3000:]
     assert "3/40" in own.stdout and "40/40" in own.stdout
 
@@ -115,7 +128,7 @@ def test_print_config_resolves_the_recipe(tmp_path):
     assert config["trainer"]["devices"] == 1, "one device unless asked, even on a machine with several GPUs"
 
 
-@pytest.mark.parametrize("args, message", [
+BAD_CONFIGURATIONS = [
     (["--model", "mlp", "--trainer.max_epochz", "3"], "unrecognized arguments: --trainer.max_epochz"),
     (["--data.batch_size", "abc"], '"data.batch_size": Not of type PositiveInt'),
     (["--data.batch_size", "0"], '"data.batch_size": Not of type PositiveInt'),
@@ -127,19 +140,32 @@ def test_print_config_resolves_the_recipe(tmp_path):
     (["--config", "missing.yaml"], "missing.yaml"),
     (["--config", "broken.yaml"], "Problems parsing config"),
     (["--ckpt_path", "missing.ckpt"], "missing.ckpt: no such checkpoint file"),
-])
-def test_bad_configuration_is_one_line_and_creates_nothing(tmp_path, args, message):
-    (tmp_path / "broken.yaml").write_text("model: [unclosed\n")
-    run = cli("fit", *args, cwd=tmp_path)
+]
+
+
+@pytest.fixture(scope="module")
+def refused_runs(tmp_path_factory) -> dict[str, tuple[subprocess.CompletedProcess, Path]]:
+    """``fit`` with each bad configuration, all at once, each in a folder of its own holding a broken YAML file."""
+    folders = [tmp_path_factory.mktemp("refused") for _ in BAD_CONFIGURATIONS]
+    for folder in folders:
+        (folder / "broken.yaml").write_text("model: [unclosed\n")
+    runs = cli_together(*((["fit", *args], folder) for (args, _), folder in zip(BAD_CONFIGURATIONS, folders)))
+    return {" ".join(args): (run, folder) for (args, _), run, folder in zip(BAD_CONFIGURATIONS, runs, folders)}
+
+
+@pytest.mark.parametrize("args, message", BAD_CONFIGURATIONS)
+def test_bad_configuration_is_one_line_and_creates_nothing(refused_runs, args, message):
+    run, folder = refused_runs[" ".join(args)]
     lines = run.stderr.strip().splitlines()
     assert run.returncode == 2, run.stderr
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], run.stderr
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.yaml"], "a refused run writes nothing"
+    assert sorted(p.name for p in folder.iterdir()) == ["broken.yaml"], "a refused run writes nothing"
 
 
 def test_evaluating_last_or_best_without_a_run_is_one_line(tmp_path):
-    for name in ("last", "best"):
-        run = cli("test", "--model", "mlp", "--ckpt_path", name, cwd=tmp_path)
+    names = ("last", "best")
+    runs = cli_together(*((["test", "--model", "mlp", "--ckpt_path", name], tmp_path) for name in names))
+    for name, run in zip(names, runs):
         assert run.returncode == 2 and run.stderr.strip().startswith(f"error: --ckpt_path {name} names a checkpoint")
     assert not any(tmp_path.iterdir()), "a refused run writes nothing"
 
