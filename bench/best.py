@@ -19,6 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,8 +33,6 @@ HEADER = ["# `best` recipe: test accuracy per seed", "",
 
 def device() -> str:
     """Where Lightning's default accelerator ("auto") trains: the first GPU if there is one, else the CPU."""
-    import torch
-
     if torch.cuda.is_available():
         return torch.cuda.get_device_name(0)
     return f"CPU, {torch.get_num_threads()} torch threads"

@@ -19,8 +19,7 @@ TINY = ["--trainer.max_epochs", "2", "--trainer.limit_train_batches", "5", "--tr
 
 
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "mnist_lit.cli", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=300)
+    return cli_together((list(args), cwd))[0]
 
 
 def cli_together(*runs: tuple[list[str], Path]) -> list[subprocess.CompletedProcess]:
