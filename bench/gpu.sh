@@ -4,7 +4,7 @@
 # --device cuda, export of a GPU-trained checkpoint. Run from the repository root, MNIST in ./data:
 #
 #     bash bench/gpu.sh OUT                             # results and logs in OUT (results.tgz, best-SEED.tgz)
-#     RUNS="0 1 2 0:20" DEADLINE=500 bash bench/gpu.sh OUT  # seed 0, 1, 2 of the recipe; seed 0 for 20 epochs
+#     RUNS="0 1 2 0:10" DEADLINE=500 bash bench/gpu.sh OUT  # seeds 0, 1, 2 of the recipe; seed 0 for 10 epochs
 #
 # ACCEL=cpu DEVICE=cpu RUNS=0:1 FIT_ARGS="--trainer.limit_train_batches 20" tries the script on a CPU.
 set -u
