@@ -1,4 +1,5 @@
-# Two entry points, both starting from nothing: `make fit` trains, `make test` runs the test suite.
+# Two entry points, both starting from nothing: `make fit` trains, `make test` runs the test suite (CI runs it);
+# `make test-quick` runs only the tests not marked slow (about a minute).
 # Each creates .venv with pip on first use and refreshes it when pyproject.toml changes.
 PYTHON ?= python3
 VENV := .venv
@@ -6,7 +7,7 @@ PY := $(VENV)/bin/python
 MODEL ?= fast
 ARGS ?=
 
-.PHONY: venv fit test bench
+.PHONY: venv fit test test-quick
 venv: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -20,3 +21,6 @@ fit: venv
 
 test: venv
 	$(PY) -m pytest $(ARGS)
+
+test-quick: venv
+	$(PY) -m pytest -m "not slow" $(ARGS)

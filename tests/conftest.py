@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from mnist_lit.data import MNISTDataModule
-from mnist_lit.module import MNISTClassifier
-from mnist_lit.provision import Pin, provision, sha256_of, write_idx_set
+from mnist_lit.data.datamodule import MNISTDataModule
+from mnist_lit.data.provision import Pin, provision, sha256_of, write_idx_set
+from mnist_lit.models.classifier import MNISTClassifier
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -79,8 +79,8 @@ def ckpt(tmp_path_factory, mnist_dir) -> Path:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    model = MNISTClassifier(net="lenet", optimizer="adam", lr=1e-3)
-    datamodule = MNISTDataModule(data_dir=mnist_dir, normalization="mnist")
+    model = MNISTClassifier(net="lenet", normalization="mnist", optimizer="adam", lr=1e-3)
+    datamodule = MNISTDataModule(data_dir=mnist_dir)
     trainer = L.Trainer(max_epochs=1, limit_val_batches=0, logger=False, accelerator="cpu",
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                         default_root_dir=root)

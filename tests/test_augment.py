@@ -12,21 +12,25 @@ import yaml
 from jsonargparse import ArgumentParser
 from torchvision.datasets import MNIST
 
-from mnist_lit.augment import INK, Affine, Augmentation, Contrast, Elastic, Resolution, Stroke, augment
-from mnist_lit.data import EpochShuffle
-from mnist_lit.errors import UserError
-from mnist_lit.module import MNISTClassifier
-from mnist_lit.normalization import normalize
+from mnist_lit.common.errors import UserError
+from mnist_lit.data.augment import INK, Affine, Augmentation, Contrast, Elastic, Resolution, Stroke, augment
+from mnist_lit.data.datamodule import EpochShuffle
+from mnist_lit.data.normalization import normalize
+from mnist_lit.models.classifier import MNISTClassifier
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 
-def best() -> Augmentation:
-    """The ``best`` recipe's augmentation, parsed from its YAML as LightningCLI parses it."""
+def recipe_augmentation(recipe: str) -> Augmentation:
+    """A recipe's augmentation, parsed from its YAML as LightningCLI parses it (the default where it names none)."""
     parser = ArgumentParser()
-    parser.add_argument("--augment", type=Augmentation)
-    config = yaml.safe_load((CONFIGS / "best.yaml").read_text())["data"]["augment"]
-    return parser.instantiate(parser.parse_object({"augment": config})).augment
+    parser.add_argument("--augment", type=Augmentation, default=Augmentation())
+    data = yaml.safe_load((CONFIGS / f"{recipe}.yaml").read_text()).get("data", {})
+    return parser.instantiate(parser.parse_object({"augment": data["augment"]} if "augment" in data else {})).augment
+
+
+def best() -> Augmentation:
+    return recipe_augmentation("best")
 
 
 FAMILIES = {
@@ -85,35 +89,35 @@ def test_the_digit_stays_inside_the_field(digits):
 
 
 class Batches(L.Callback):
-    """Records every batch as the model receives it (after on_after_batch_transfer), by stage."""
+    """Records every batch as the network sees it (after on_after_batch_transfer, normalized), by stage."""
 
     def __init__(self) -> None:
         self.seen: dict[str, list[torch.Tensor]] = {"train": [], "val": [], "test": [], "predict": []}
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        self.seen["train"].append(batch[0].clone())
+        self.seen["train"].append(normalize(batch[0], "mnist"))
 
     def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
         if dataloader_idx == 0:
-            self.seen["val"].append(batch[0].clone())
+            self.seen["val"].append(normalize(batch[0], "mnist"))
 
     def on_test_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
-        self.seen["test"].append(batch[0].clone())
+        self.seen["test"].append(normalize(batch[0], "mnist"))
 
     def on_predict_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
-        self.seen["predict"].append(batch[0].clone())
+        self.seen["predict"].append(normalize(batch[0], "mnist"))
 
 
 def run(tiny_data, tmp_path, augmentation: Augmentation, epochs: int = 2) -> tuple[Batches, object]:
     """A real fit (2 epochs of 3 steps), validate, test and predict on tiny data; the batches each stage saw."""
     L.seed_everything(5)
-    data = tiny_data(normalization="mnist", batch_size=16, augment=augmentation)
+    data = tiny_data(batch_size=16, augment=augmentation)
     batches = Batches()
     trainer = L.Trainer(max_epochs=epochs, limit_train_batches=3, limit_val_batches=1, num_sanity_val_steps=0,
                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, accelerator="cpu", default_root_dir=tmp_path,
                         callbacks=[batches])
-    model = MNISTClassifier(net="lenet")
+    model = MNISTClassifier(net="lenet", normalization="mnist")
     trainer.fit(model, datamodule=data)
     trainer.test(model, datamodule=data, verbose=False)
     trainer.predict(model, datamodule=data)
@@ -155,9 +159,7 @@ def test_only_training_batches_are_augmented_and_off_changes_nothing(tiny_data, 
 
 @pytest.mark.parametrize("recipe", sorted(p.stem for p in CONFIGS.glob("*.yaml") if p.stem != "best"))
 def test_recipes_without_augmentation_keep_it_off(recipe):
-    config = yaml.safe_load((CONFIGS / f"{recipe}.yaml").read_text())
-    assert "augment" not in config.get("data", {})
-    assert not Augmentation().enabled
+    assert not recipe_augmentation(recipe).enabled
 
 
 @pytest.mark.parametrize("bad", [lambda: Affine(scale=1.5), lambda: Resolution(low_min=20, low_max=12),

@@ -16,11 +16,13 @@ import numpy as np
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
-from bench.predict_images import photograph
-from bench.predict_images import test_digits as mnist_test_digits  # not collected as a test
-from mnist_lit.images import load_mnist
-from mnist_lit.predict import Predictor
-from serving import ServeProcess, assert_stops_cleanly
+from mnist_lit.inference.predictor import Predictor
+from mnist_lit.inference.preprocess import load_mnist
+from tests.digits import photograph
+from tests.digits import test_digits as mnist_test_digits  # not collected as a test
+from tests.serving import ServeProcess, assert_stops_cleanly
+
+pytestmark = pytest.mark.slow  # real MNIST training, subprocesses, servers or a browser
 
 # Headless in a container: no sandbox (needs privileges), no GPU, nothing that phones home.
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",

@@ -5,12 +5,12 @@ from __future__ import annotations
 import lightning as L
 import torch
 
-from mnist_lit.module import MNISTClassifier
+from mnist_lit.models.classifier import MNISTClassifier
 
 
 def test_load_from_checkpoint_gives_identical_predictions(tiny_data, tmp_path):
-    dm = tiny_data(normalization="half")
-    model = MNISTClassifier(net="lenet", optimizer="sgd", lr=0.05)
+    dm = tiny_data()
+    model = MNISTClassifier(net="lenet", normalization="mnist", optimizer="sgd", lr=0.05)
     trainer = L.Trainer(max_epochs=1, limit_train_batches=4, limit_val_batches=1, default_root_dir=tmp_path,
                         enable_progress_bar=False, enable_model_summary=False)
     trainer.fit(model, datamodule=dm)

@@ -7,11 +7,13 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-import mnist_lit.cli
-from mnist_lit.module import MNISTClassifier
+from mnist_lit.models.classifier import MNISTClassifier
+
+pytestmark = pytest.mark.slow  # real MNIST training, subprocesses, servers or a browser
 
 # Batch limits are counts from 2 up: LightningCLI reads "1" as the float 1.0, which Lightning takes as 100 %.
 TINY = ["--trainer.max_epochs", "2", "--trainer.limit_train_batches", "5", "--trainer.limit_val_batches", "2",
@@ -50,7 +52,7 @@ def test_fit_writes_checkpoints_events_and_config(tmp_path, mnist_dir):
     config = yaml.safe_load((version / "config.yaml").read_text())
     assert config["model"]["net"] == "cnn3block" and config["model"]["lr"] == 0.005
     assert config["model"]["warmup_steps"] == 100
-    assert config["data"]["normalization"] == "unit" and config["seed_everything"] == 0
+    assert config["model"]["normalization"] == "unit" and config["seed_everything"] == 0
 
     events = EventAccumulator(str(version)).Reload()
     scalars = set(events.Tags()["scalars"])
@@ -75,11 +77,27 @@ def test_fit_writes_checkpoints_events_and_config(tmp_path, mnist_dir):
     assert [p.name for p in (tmp_path / "lightning_logs" / "cnn3block").iterdir()] == ["version_0"]
     assert yaml.safe_load((version / "config.yaml").read_text())["ckpt_path"] is None, "the training run's own"
     predicted = version / "predict" / Path(best[0]).stem / "version_0"
-    assert yaml.safe_load((predicted / "config.yaml").read_text())["data"]["normalization"] == "unit"
+    assert yaml.safe_load((predicted / "config.yaml").read_text())["model"]["normalization"] == "unit"
     rows = (predicted / "predictions.csv").read_text().splitlines()
     assert rows[0] == "index,digit,probability" and len(rows) == 1 + 2 * 1000
     tested = EventAccumulator(str(version / "test" / Path(best[0]).stem / "version_0")).Reload()
     assert len(tested.Scalars("test/acc")) == 1
+
+    # The checkpoint carries its normalization ("unit"; the model's default is "half"): a --config file that names
+    # ckpt_path, and a checkpoint of mnist_lit 0.1 (which kept it among the data module's hyperparameters), score
+    # exactly what the command line scored.
+    checkpoint = torch.load(version / "checkpoints" / best[0], weights_only=True)
+    checkpoint["datamodule_hyper_parameters"]["normalization"] = checkpoint["hyper_parameters"].pop("normalization")
+    torch.save(checkpoint, version / "checkpoints" / "format-0.1.ckpt")
+    options = {"data": {"data_dir": mnist_dir}, "trainer": {"limit_test_batches": 2, "enable_progress_bar": False}}
+    (tmp_path / "test.yaml").write_text(yaml.safe_dump({"ckpt_path": str(version / "checkpoints" / best[0]), **options}))
+    runs = cli_together((["test", "--config", "test.yaml"], tmp_path),
+                        (["test", "--ckpt_path", str(version / "checkpoints" / "format-0.1.ckpt"), "--data.data_dir",
+                          mnist_dir, "--trainer.limit_test_batches", "2", "--trainer.enable_progress_bar", "false"],
+                         tmp_path))
+    assert all(run.returncode == 0 for run in runs), [run.stderr[-3000:] for run in runs]
+    for folder in (version / "test" / Path(best[0]).stem / "version_1", version / "test" / "format-0.1" / "version_0"):
+        assert EventAccumulator(str(folder)).Reload().Scalars("test/acc")[0].value == tested.Scalars("test/acc")[0].value
 
 
 def test_running_again_in_the_same_folder_works(tmp_path, mnist_dir):
@@ -123,7 +141,7 @@ def test_print_config_resolves_the_recipe(tmp_path):
     assert config["model"] == {"net": "lenet5", "optimizer": "sgd", "lr": 0.02, "momentum": 0.0,
                                "weight_decay": 0.0, "warmup_steps": 0, "channels_last": True,
                                "betas": [0.9, 0.999], "scheduler": "none", "pct_start": 0.25}
-    assert config["data"]["normalization"] == "x255" and config["trainer"]["max_epochs"] == 5
+    assert config["model"]["normalization"] == "x255" and config["trainer"]["max_epochs"] == 5
     assert config["trainer"]["devices"] == 1, "one device unless asked, even on a machine with several GPUs"
 
 
@@ -169,22 +187,13 @@ def test_evaluating_last_or_best_without_a_run_is_one_line(tmp_path):
     assert not any(tmp_path.iterdir()), "a refused run writes nothing"
 
 
-def test_fast_help_is_lightning_clis_own_help(tmp_path, monkeypatch, capsys):
-    """``--help`` alone prints cli_help.txt before any heavy import; that file must be what LightningCLI prints."""
-    cached = Path(mnist_lit.cli.__file__).with_name("cli_help.txt").read_text(encoding="utf-8")
-    monkeypatch.setenv("COLUMNS", "100")  # the width cli_help.txt is rendered at
-    monkeypatch.setattr(sys, "argv", ["cli.py", "--help"])
-    with pytest.raises(SystemExit) as done:
-        mnist_lit.cli.main()  # imported, not run as __main__: no fast path, LightningCLI renders its help live
-    assert done.value.code == 0
-    assert capsys.readouterr().out == cached, (
-        "mnist_lit/cli_help.txt is out of date; regenerate it with: COLUMNS=100 .venv/bin/python -c "
-        "'import sys; sys.argv += [\"--help\"]; from mnist_lit import cli; cli.main()' > mnist_lit/cli_help.txt")
-
-    for flag in ("--help", "-h"):
-        fast = subprocess.run([sys.executable, "-X", "importtime", "-m", "mnist_lit.cli", flag], cwd=tmp_path,
-                              capture_output=True, text=True, timeout=60, check=False)
-        assert fast.returncode == 0 and fast.stdout == cached, fast.stderr[-3000:]
-        imported = {line.rsplit("|", 1)[1].strip().split(".")[0] for line in fast.stderr.splitlines()
-                    if line.startswith("import time:")}
-        assert "encodings" in imported and not imported & {"torch", "lightning", "jsonargparse"}, sorted(imported)
+def test_help_lists_every_subcommand(tmp_path):
+    """``--help`` through each way of launching: the module, ``python -m mnist_lit`` and the console script."""
+    launchers = [[sys.executable, "-m", "mnist_lit.cli"], [sys.executable, "-m", "mnist_lit"],
+                 [str(Path(sys.executable).with_name("mnist-lit"))]]
+    runs = [subprocess.run([*launcher, "--help"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+            for launcher in launchers]
+    for run in runs:
+        assert run.returncode == 0, run.stderr[-3000:]
+        assert all(name in run.stdout for name in ("fit", "validate", "test", "predict", "predict-images", "export",
+                                                   "serve")), run.stdout

@@ -1,4 +1,4 @@
-"""The data module: stable disjoint splits, recipe normalization, batches equal to torchvision's."""
+"""The data module: stable disjoint splits, batches that the recipe's normalization turns into torchvision's."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import torch
 from torchvision import transforms
 from torchvision.datasets import MNIST
 
-from mnist_lit.normalization import NORMALIZATIONS, normalize
+from mnist_lit.data.normalization import NORMALIZATIONS, normalize
 
 
 def test_splits_are_disjoint_and_stable(tiny_data):
@@ -28,7 +28,9 @@ def test_splits_are_disjoint_and_stable(tiny_data):
 
 @pytest.mark.parametrize("normalization", list(NORMALIZATIONS))
 def test_normalization_matches_the_tutorial_transforms(tiny_data, normalization):
-    dm = tiny_data(normalization=normalization)
+    """The data module yields 0–255 pixels; the model's ``normalize`` makes of them what the tutorial's transforms
+    make of the same images."""
+    dm = tiny_data()
     dm.prepare_data()
     dm.setup("fit")
     mean, std = NORMALIZATIONS[normalization]
@@ -36,6 +38,7 @@ def test_normalization_matches_the_tutorial_transforms(tiny_data, normalization)
                       transform=transforms.Compose([transforms.ToTensor(), transforms.Normalize((mean,), (std,))]))
     images, labels = next(iter(dm.test_dataloader()))
     x, y = dm.on_after_batch_transfer((images, labels), 0)
+    x = normalize(x, normalization)
     expected = torch.stack([reference[i][0] for i in range(len(x))])
     assert x.shape == (len(x), 1, 28, 28) and x.dtype == torch.float32
     torch.testing.assert_close(x, expected, rtol=1e-5, atol=1e-4)
@@ -53,7 +56,7 @@ def test_fast_path_yields_the_reference_batches_in_the_same_order(tiny_data, mon
     by a RandomSampler whose generator is seeded with seed + epoch (as DistributedSampler seeds its shuffle)."""
     seed = 5
     monkeypatch.setenv("PL_GLOBAL_SEED", str(seed))  # what seed_everything(5) (--seed_everything 5) sets
-    dm = tiny_data(normalization="mnist", batch_size=16, drop_last=drop_last)
+    dm = tiny_data(batch_size=16, drop_last=drop_last)
     dm.prepare_data()
     dm.setup("fit")
     mean, std = NORMALIZATIONS["mnist"]
@@ -66,7 +69,7 @@ def test_fast_path_yields_the_reference_batches_in_the_same_order(tiny_data, mon
     epochs = []
     for epoch in range(2):
         loader.sampler.set_epoch(epoch)  # as Lightning does before every epoch
-        fast = [dm.on_after_batch_transfer(batch, 0) for batch in loader]
+        fast = [(normalize(x, "mnist"), y) for x, y in (dm.on_after_batch_transfer(batch, 0) for batch in loader)]
         shuffle = torch.utils.data.RandomSampler(reference_train, generator=torch.Generator().manual_seed(seed + epoch))
         slow = list(torch.utils.data.DataLoader(reference_train, batch_size=16, sampler=shuffle, drop_last=drop_last))
         assert len(fast) == len(slow) == (15 if drop_last else 16)  # 250 training images: 15 × 16 + 10
@@ -78,9 +81,9 @@ def test_fast_path_yields_the_reference_batches_in_the_same_order(tiny_data, mon
 
 
 def test_labels_out_of_range_are_refused_before_training(tmp_path):
-    from mnist_lit.data import MNISTDataModule
-    from mnist_lit.errors import UserError
-    from mnist_lit.provision import Pin, sha256_of, write_idx_set
+    from mnist_lit.common.errors import UserError
+    from mnist_lit.data.datamodule import MNISTDataModule
+    from mnist_lit.data.provision import Pin, sha256_of, write_idx_set
     from tests.conftest import tiny_arrays
 
     raw = tmp_path / "MNIST" / "raw"

@@ -3,6 +3,8 @@ folder; evaluation and prediction that count every image exactly once, whatever 
 
 from __future__ import annotations
 
+import pytest
+
 import csv
 import math
 import subprocess
@@ -10,19 +12,18 @@ import sys
 
 import lightning as L
 import torch
-import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from mnist_lit.callbacks import PredictionCSV
-from mnist_lit.data import MNISTDataModule
-from mnist_lit.module import MNISTClassifier
-from mnist_lit.normalization import normalize
-from mnist_lit.predict import Predictor
+from mnist_lit.data.datamodule import MNISTDataModule
+from mnist_lit.models.classifier import MNISTClassifier
+from mnist_lit.training.callbacks import PredictionCSV
+
+pytestmark = pytest.mark.slow  # real MNIST training, subprocesses, servers or a browser
 
 
-def accuracy(model: MNISTClassifier, images: torch.Tensor, labels: torch.Tensor, normalization: str) -> float:
+def accuracy(model: MNISTClassifier, images: torch.Tensor, labels: torch.Tensor) -> float:
     with torch.no_grad():
-        return (model(normalize(images, normalization)).argmax(dim=1) == labels).float().mean().item()
+        return (model(images).argmax(dim=1) == labels).float().mean().item()
 
 
 def test_ddp_on_two_cpu_processes(tmp_path, mnist_dir):
@@ -48,14 +49,13 @@ def test_ddp_on_two_cpu_processes(tmp_path, mnist_dir):
     assert last["global_step"] == 2 * 40 and last["epoch"] == 1
 
     # the logged accuracies are those of the whole splits, not of rank 0's half
-    normalization = yaml.safe_load((version / "config.yaml").read_text())["data"]["normalization"]
     model = MNISTClassifier.load_from_checkpoint(version / "checkpoints" / "last.ckpt", map_location="cpu").eval()
     data = MNISTDataModule(data_dir=mnist_dir)
     data.setup("fit")
     events = EventAccumulator(str(version)).Reload()
     for split, dataset in (("val", data.val_set), ("test", data.test_set)):
         logged = events.Scalars(f"{split}/acc")[1].value  # after epoch 2, the state last.ckpt holds
-        assert math.isclose(logged, accuracy(model, dataset.images, dataset.labels, normalization), abs_tol=1e-6)
+        assert math.isclose(logged, accuracy(model, dataset.images, dataset.labels), abs_tol=1e-6)
 
 
 def cli_on_cpu_processes(processes: int, *args: str, cwd) -> subprocess.CompletedProcess:
@@ -70,7 +70,7 @@ def cli_on_cpu_processes(processes: int, *args: str, cwd) -> subprocess.Complete
 def one_process(ckpt, mnist_dir: str, **trainer_options) -> tuple[L.Trainer, MNISTClassifier, MNISTDataModule]:
     """The checkpoint, its data and a Trainer on one CPU device, in this process: the reference figures."""
     model = MNISTClassifier.load_from_checkpoint(ckpt, map_location="cpu")
-    data = MNISTDataModule(data_dir=mnist_dir, normalization=Predictor.from_checkpoint(ckpt).normalization)
+    data = MNISTDataModule(data_dir=mnist_dir)
     trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, **trainer_options)
     return trainer, model, data
@@ -80,12 +80,12 @@ def test_test_loss_and_accuracy_do_not_depend_on_the_batch_sizes(ckpt, mnist_dir
     trainer, model, data = one_process(ckpt, mnist_dir)
     figures = []
     for size in (1000, 3000, 9999):  # equal batches; 3 of 3,000 and one of 1,000; one of 9,999 and one of 1
-        sized = MNISTDataModule(data_dir=mnist_dir, normalization=data.hparams.normalization, eval_batch_size=size)
+        sized = MNISTDataModule(data_dir=mnist_dir, eval_batch_size=size)
         figures.append(trainer.test(model, datamodule=sized, verbose=False)[0])
     data.setup("test")
     with torch.no_grad():  # the mean over the 10,000 images, computed here in one go
         model.eval()
-        logits = model(normalize(data.test_set.images, data.hparams.normalization)).double()
+        logits = model(data.test_set.images).double()
     loss = torch.nn.functional.cross_entropy(logits, data.test_set.labels).item()
     correct = (logits.argmax(dim=1) == data.test_set.labels).sum().item()
     for logged in figures:

@@ -19,17 +19,17 @@ import pytest
 import torch
 from torchvision.datasets import MNIST
 
-import mnist_lit.export as export_module
-from mnist_lit.normalization import normalize
-from mnist_lit.export import TOLERANCE, main
-from mnist_lit.predict import Predictor
+import mnist_lit.inference.export as export_module
+from mnist_lit.data.normalization import normalize
+from mnist_lit.inference.export import TOLERANCE, main
+from mnist_lit.inference.predictor import Predictor
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
 SUMMARY = re.compile(r"max \|Δ logit\| (\S+), classes agree on (\d+)/(\d+) test images")
 N_IMAGES = 16
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]  # slow: the trained checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +41,7 @@ def digits(mnist_dir) -> torch.Tensor:
 def run_export(*args: str | Path, mnist_dir: str, cwd: Path) -> subprocess.CompletedProcess:
     """The command as a user runs it (``mnist_lit.cli export`` dispatches to the same ``main``)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MNIST_LIT_DATA_DIR": mnist_dir}
-    return subprocess.run([sys.executable, "-m", "mnist_lit.export", *map(str, args)], cwd=cwd, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "mnist_lit.inference.export", *map(str, args)], cwd=cwd, capture_output=True,
                           text=True, timeout=300, env=env)
 
 

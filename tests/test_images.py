@@ -26,10 +26,10 @@ from PIL import Image
 from torch import nn
 from torchvision.datasets import MNIST
 
-from bench.predict_images import photograph
-from mnist_lit.images import ImageError, load_image, to_mnist
-from mnist_lit.predict import CheckpointError, Predictor, predict_files
-from mnist_lit.predict_images import main
+from mnist_lit.inference.predict_images import main
+from mnist_lit.inference.predictor import CheckpointError, Predictor, predict_files
+from mnist_lit.inference.preprocess import ImageError, load_image, to_mnist
+from tests.digits import photograph
 
 N_PHOTOS = 300
 EXIF_ORIENTATION = 0x0112
@@ -80,7 +80,7 @@ def photos(tmp_path_factory, digits) -> Path:
 
 def run_command(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess:
     """The command as a user runs it (``mnist_lit.cli`` dispatches ``predict-images`` to the same ``main``)."""
-    return subprocess.run([sys.executable, "-m", "mnist_lit.predict_images", *map(str, args)], cwd=cwd,
+    return subprocess.run([sys.executable, "-m", "mnist_lit.inference.predict_images", *map(str, args)], cwd=cwd,
                           capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
@@ -103,6 +103,7 @@ def error_lines(stderr: str) -> list[str]:
 
 # ------------------------------------------------------------------------------------------- the preprocessing ---
 
+@pytest.mark.slow  # the trained checkpoint (conftest.ckpt)
 def test_photographed_digits_are_read_as_well_as_the_originals(ckpt, digits, photos, tmp_path):
     images, labels = digits[0], digits[1].tolist()
     original = Predictor.from_checkpoint(ckpt).probabilities(images).argmax(1).tolist()
@@ -241,6 +242,7 @@ BAD_INPUTS = ["missing", "empty_folder", "not_an_image", "truncated_png", "trunc
               "bomb_warning_size", "bomb_error_size"]
 
 
+@pytest.mark.slow  # the trained checkpoint (conftest.ckpt)
 @pytest.mark.parametrize("kind", BAD_INPUTS)
 def test_bad_input_is_one_line_naming_it_and_the_others_are_still_predicted(kind, ckpt, photos, tmp_path, capsys):
     good = sorted(photos.iterdir())[:2]
@@ -255,6 +257,7 @@ def test_bad_input_is_one_line_naming_it_and_the_others_are_still_predicted(kind
     assert [line.split()[0] for line in lines[1:]] == [str(good[0]), str(good[1])]
 
 
+@pytest.mark.slow  # the trained checkpoint (conftest.ckpt)
 def test_all_bad_inputs_at_once_as_a_user_runs_it(ckpt, photos, tmp_path):
     good = sorted(photos.iterdir())[:3]
     bad = [bad_input(kind, tmp_path, good[0]) for kind in BAD_INPUTS]
@@ -291,13 +294,16 @@ def bad_checkpoints(ckpt, tmp_path_factory) -> dict[str, tuple[Path, str]]:
     cases["other_model"] = (folder / "other_model.ckpt", "not a checkpoint of MNISTClassifier")
     torch.save({**real, "hyper_parameters": {**real["hyper_parameters"], "net": "mlp"}}, folder / "wrong_net.ckpt")
     cases["weights_of_another_net"] = (folder / "wrong_net.ckpt", "weights do not fit")
-    torch.save({k: v for k, v in real.items() if k != "datamodule_hyper_parameters"}, folder / "no_norm.ckpt")
+    hparams = {k: v for k, v in real["hyper_parameters"].items() if k != "normalization"}
+    no_norm = {k: v for k, v in real.items() if k != "datamodule_hyper_parameters"}
+    torch.save({**no_norm, "hyper_parameters": hparams}, folder / "no_norm.ckpt")
     cases["no_normalization"] = (folder / "no_norm.ckpt", "records no normalization")
     torch.save(Namespace(payload="code would run here"), folder / "pickled_object.ckpt")
     cases["pickled_object"] = (folder / "pickled_object.ckpt", "not a readable PyTorch checkpoint")
     return cases
 
 
+@pytest.mark.slow  # the trained checkpoint (conftest.ckpt)
 @pytest.mark.parametrize("kind", ["missing", "not_a_checkpoint", "truncated", "plain_state_dict", "empty_state_dict",
                                   "other_model", "weights_of_another_net", "no_normalization", "pickled_object"])
 def test_bad_checkpoint_is_one_line_and_exit_2(kind, bad_checkpoints, photos, capsys):
@@ -310,6 +316,7 @@ def test_bad_checkpoint_is_one_line_and_exit_2(kind, bad_checkpoints, photos, ca
     assert err.startswith(f"error: {path}") and phrase in err, err
 
 
+@pytest.mark.slow  # the trained checkpoint (conftest.ckpt)
 def test_bad_checkpoint_as_a_user_runs_it(bad_checkpoints, photos, tmp_path):
     path, _ = bad_checkpoints["truncated"]
     run = run_command("--ckpt", path, photos, cwd=tmp_path)
@@ -318,6 +325,7 @@ def test_bad_checkpoint_as_a_user_runs_it(bad_checkpoints, photos, tmp_path):
     assert len(run.stderr.splitlines()) == 1, run.stderr
 
 
+@pytest.mark.slow  # the trained checkpoint (conftest.ckpt)
 def test_bad_usage_exits_2(ckpt, photos, tmp_path, capsys):
     photo = str(sorted(photos.iterdir())[0])
     with pytest.raises(SystemExit) as exit_:
@@ -332,6 +340,7 @@ def test_bad_usage_exits_2(ckpt, photos, tmp_path, capsys):
     assert "Traceback" not in err and err.count("error:") == 4 + (not torch.cuda.is_available()), err
 
 
+@pytest.mark.slow  # the trained checkpoint (conftest.ckpt)
 def test_json_and_csv_parse(ckpt, photos, tmp_path, capsys):
     files = sorted(photos.iterdir())[:5]
     (tmp_path / "notes.txt").write_text("not an image")
@@ -352,6 +361,7 @@ def test_json_and_csv_parse(ckpt, photos, tmp_path, capsys):
     assert all(len(row["top3"].split()) == 3 for row in rows[:5]) and rows[5]["error"]
 
 
+@pytest.mark.slow  # the trained checkpoint (conftest.ckpt)
 def test_contact_sheet_is_a_valid_png(ckpt, photos, tmp_path, capsys):
     files = sorted(photos.iterdir())[:7]
     sheet = tmp_path / "sheet.png"
@@ -365,6 +375,7 @@ def test_contact_sheet_is_a_valid_png(ckpt, photos, tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sheet.png"]  # no temporary file left behind
 
 
+@pytest.mark.slow  # the trained checkpoint (conftest.ckpt)
 def test_predict_files_keeps_input_order_and_batches(ckpt, photos):
     predictor = Predictor.from_checkpoint(ckpt)
     files = sorted(photos.iterdir())[:9]
@@ -377,6 +388,7 @@ def test_predict_files_keeps_input_order_and_batches(ckpt, photos):
     assert all(r.ok and r.thumbnail is None for r in one_batch)
 
 
+@pytest.mark.slow  # the trained checkpoint (conftest.ckpt)
 def test_predict_images_from_the_cli_does_not_import_lightning(ckpt, photos, tmp_path):
     """Inference needs torch only; Lightning's import alone would double the time to the first prediction."""
     photo = sorted(photos.iterdir())[0]

@@ -12,7 +12,9 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from mnist_lit.resume import AtomicCheckpointIO
+from mnist_lit.training.resume import AtomicCheckpointIO
+
+pytestmark = pytest.mark.slow  # real MNIST training, subprocesses, servers or a browser
 
 # cnn3block's recipe has a warm-up, so the scheduler's state must survive too. (Dropout is covered in-process by
 # test_an_epochs_random_numbers_depend_only_on_the_seed_and_the_epoch: bncnn's checkpoints make this test slow.)
@@ -31,7 +33,7 @@ AUGMENTED = ["fit", "--model", "best", "--trainer.max_epochs", "3", "--trainer.l
 STOPPING_CLI = """
 import os, signal, sys
 from mnist_lit import cli
-from mnist_lit.module import MNISTClassifier
+from mnist_lit.models.classifier import MNISTClassifier
 
 step = MNISTClassifier.training_step
 
@@ -41,7 +43,7 @@ def stopping_step(self, batch, batch_idx):
     return step(self, batch, batch_idx)
 
 MNISTClassifier.training_step = stopping_step
-cli.main()
+sys.exit(cli.main())
 """
 
 
@@ -127,7 +129,7 @@ def test_an_augmented_run_with_ema_resumes_to_the_same_result(tmp_path, mnist_di
 
 KILLED_WHILE_SAVING = """
 import os, signal, sys, torch
-from mnist_lit.resume import AtomicCheckpointIO
+from mnist_lit.training.resume import AtomicCheckpointIO
 
 io = AtomicCheckpointIO()
 io.save_checkpoint({"state_dict": {"w": torch.zeros(3)}}, sys.argv[1])

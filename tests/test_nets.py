@@ -6,8 +6,8 @@ import lightning as L
 import pytest
 import torch
 
-from mnist_lit.module import MNISTClassifier
-from mnist_lit.nets import NETS, build_net
+from mnist_lit.models.classifier import MNISTClassifier
+from mnist_lit.models.nets import NETS, build_net
 
 PARAMS = {"lenet5": 69_278, "lenet": 44_426, "cnn3block": 103_162, "cnn3block5x5": 352_074, "mlp": 242_762,
           "bncnn": 6_508_682, "fast": 215_194, "best": 326_410}

@@ -16,7 +16,9 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torchvision.datasets import MNIST
 
-from mnist_lit.predict import Predictor
+from mnist_lit.inference.predictor import Predictor
+
+pytestmark = pytest.mark.slow  # real MNIST training, subprocesses, servers or a browser
 
 RUN = ["fit", "--model", "best", "--trainer.max_epochs", "2", "--trainer.limit_train_batches", "4",
        "--trainer.limit_val_batches", "1", "--trainer.limit_test_batches", "2", "--data.eval_batch_size", "100",

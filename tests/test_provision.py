@@ -13,9 +13,8 @@ import pytest
 import torch
 from torchvision.datasets.mnist import read_image_file, read_label_file
 
-from mnist_lit import provision as prov
+from mnist_lit.data import provision as prov
 from tests.conftest import tiny_arrays, write_tiny_mnist
-
 
 CORRUPTIONS = {
     "truncated": lambda data: data[: len(data) // 2],

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+
 import re
 import subprocess
 import sys
+
+pytestmark = pytest.mark.slow  # real MNIST training, subprocesses, servers or a browser
 
 
 def test_cnn3block_reaches_95_percent_in_300_steps(tmp_path, mnist_dir):

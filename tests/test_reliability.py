@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import gzip
 import os
 import subprocess
@@ -11,9 +13,11 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from mnist_lit.module import MNISTClassifier
-from mnist_lit.provision import OFFICIAL_PINS
-from mnist_lit.resume import ResumableRun
+from mnist_lit.data.provision import OFFICIAL_PINS
+from mnist_lit.models.classifier import MNISTClassifier
+from mnist_lit.training.resume import ResumableRun
+
+pytestmark = pytest.mark.slow  # real MNIST training, subprocesses, servers or a browser
 
 
 def fit_once(dm, tmp_path, name: str) -> tuple[dict, dict]:

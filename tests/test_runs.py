@@ -21,10 +21,12 @@ import pytest
 import torch
 import yaml
 
-from mnist_lit.atomic import HOST, replaced_on_success
-from mnist_lit.errors import WriteError, describe_write_fault, write_fault
-from mnist_lit.resume import AtomicCheckpointIO
-from mnist_lit.runs import RunLogger, in_use, last_checkpoint
+from mnist_lit.common.atomic_files import HOST, replaced_on_success
+from mnist_lit.common.errors import WriteError, describe_write_fault, write_fault
+from mnist_lit.training.resume import AtomicCheckpointIO
+from mnist_lit.training.run_folders import RunLogger, in_use, last_checkpoint
+
+pytestmark = pytest.mark.slow  # real MNIST training, subprocesses, servers or a browser
 
 # Reads one JSON list of jobs per line ({"cwd", "args", "out"}), forks a process per job, releases them all at once,
 # and answers one JSON line per batch: each job's pid and exit status. Its stdout and stderr go to out.stdout/.stderr
@@ -57,9 +59,8 @@ for line in sys.stdin:
 
                 torch.save = failing_save
             os.read(gate_r, 1)  # every job starts when the last one is forked
-            code = 0
             try:
-                cli.main()
+                code = cli.main()
             except SystemExit as exit:
                 code = exit.code if isinstance(exit.code, int) else 0 if exit.code is None else 1
             except BaseException:
@@ -175,8 +176,8 @@ def test_runs_started_together_each_get_their_own_folder(launcher, mnist_dir, tm
         runs / "version_2" / "checkpoints" / "last.ckpt"}
     assert str(resumed["pid"]) in {p.name.split(".")[-2] for p in (runs / "version_2").glob("events.out.tfevents.*")}
     assert taken["status"] == 2
-    assert error_line(taken) == (f"error: lightning_logs/mlp/version_5 exists already: name a new version, or add "
-                                 f"--ckpt_path last to resume that run")
+    assert error_line(taken) == ("error: lightning_logs/mlp/version_5 exists already: name a new version, or add "
+                                 "--ckpt_path last to resume that run")
     assert new["status"] == 0, new["stderr"][-3000:]
     assert sorted(p.name for p in runs.iterdir()) == ["lr-sweep-a", *(f"version_{i}" for i in range(8))]
     assert loads(runs / "lr-sweep-a" / "checkpoints" / "last.ckpt")["epoch"] == 0
@@ -381,8 +382,8 @@ def test_a_diverging_run_stops_after_the_epoch_and_fails(launcher, mnist_dir, tm
 def test_export_and_contact_sheet_on_a_full_disk_say_so_and_leave_nothing(ckpt, tmp_path, capsys):
     from PIL import Image
 
-    from mnist_lit.export import main as export
-    from mnist_lit.predict_images import main as predict_images
+    from mnist_lit.inference.export import main as export
+    from mnist_lit.inference.predict_images import main as predict_images
 
     image = tmp_path / "digit.png"
     one = Image.new("L", (28, 28))

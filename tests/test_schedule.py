@@ -6,8 +6,8 @@ import lightning as L
 import pytest
 import torch
 
-from mnist_lit.errors import UserError
-from mnist_lit.module import MNISTClassifier
+from mnist_lit.common.errors import UserError
+from mnist_lit.models.classifier import MNISTClassifier
 
 
 class RecordLR(L.Callback):

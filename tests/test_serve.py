@@ -18,13 +18,15 @@ import pytest
 import torch
 from PIL import Image
 
-from bench.predict_images import photograph
-from bench.predict_images import test_digits as mnist_test_digits  # not collected as a test
-from mnist_lit.images import load_mnist
-from mnist_lit.predict import Predictor
-from serving import ServeProcess, alive, assert_stops_cleanly, descendants, port_is_free
+from mnist_lit.inference.predictor import Predictor
+from mnist_lit.inference.preprocess import load_mnist
+from tests.digits import photograph
+from tests.digits import test_digits as mnist_test_digits  # not collected as a test
+from tests.serving import ServeProcess, alive, assert_stops_cleanly, descendants, port_is_free
 
-UI = Path(__file__).resolve().parent.parent / "mnist_lit" / "ui"
+pytestmark = pytest.mark.slow  # real MNIST training, subprocesses, servers or a browser
+
+UI = Path(__file__).resolve().parent.parent / "mnist_lit" / "serving" / "ui"
 
 
 @pytest.fixture(scope="module")

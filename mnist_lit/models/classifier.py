@@ -13,9 +13,11 @@ from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
-from mnist_lit.errors import UserError
-from mnist_lit.nets import NetName, build_net
-from mnist_lit.pictures import confusion_image, to_tensor
+from mnist_lit.common.errors import UserError
+from mnist_lit.common.pictures import confusion_image, to_tensor
+from mnist_lit.data.normalization import Normalization, normalize
+from mnist_lit.models.checkpoint import recorded_normalization
+from mnist_lit.models.nets import NetName, build_net
 
 STAGES = ("train", "val", "test")
 
@@ -28,11 +30,13 @@ def confusion_table(matrix: torch.Tensor) -> str:
 
 
 class MNISTClassifier(L.LightningModule):
-    """Wraps a network from ``mnist_lit.nets`` by name, so a checkpoint alone rebuilds it."""
+    """Wraps a network from ``mnist_lit.models.nets`` by name, and the normalization its pixels get, so that a
+    checkpoint alone rebuilds it and reads images as in training (as torchvision's weights carry their transforms)."""
 
     def __init__(
         self,
         net: NetName = "mlp",
+        normalization: Normalization = "half",
         optimizer: Literal["sgd", "adam"] = "adam",
         lr: PositiveFloat = 1e-3,
         momentum: NonNegativeFloat = 0.0,
@@ -45,7 +49,9 @@ class MNISTClassifier(L.LightningModule):
     ) -> None:
         """
         Args:
-            net: which tutorial network to train (see ``mnist_lit.nets``).
+            net: which tutorial network to train (see ``mnist_lit.models.nets``).
+            normalization: how 0–255 pixels are scaled before the network: unit = 0–1; x255 = raw 0–255;
+                mnist = mean/std 0.1307/0.3081; half = mean/std 0.5/0.5 (the tutorials' choices).
             optimizer: ``sgd`` or ``adam``, as the tutorials use them.
             lr: learning rate.
             momentum: SGD momentum (ignored by Adam).
@@ -87,7 +93,14 @@ class MNISTClassifier(L.LightningModule):
             # cached, and Adam repeats it every step: 0.1–0.3 ms per step, a few % of a small network's epoch.
             os.environ.pop("PYTORCH_NVML_BASED_CUDA_CHECK", None)
 
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """A checkpoint's normalization wins over the one this module was built with: that is what its weights mean.
+        Checkpoints of mnist_lit 0.1 recorded it with the data module (``recorded_normalization``)."""
+        self.hparams.normalization = recorded_normalization(checkpoint) or self.hparams.normalization
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """0–255 pixels (uint8, or float from the augmentation), (N, 28, 28) or (N, 1, 28, 28) → logits."""
+        x = normalize(x, self.hparams.normalization)
         if self.hparams.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return self.net(x)

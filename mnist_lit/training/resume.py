@@ -23,8 +23,8 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
-from mnist_lit.atomic import replaced_on_success
-from mnist_lit.errors import WriteError
+from mnist_lit.common.atomic_files import replaced_on_success
+from mnist_lit.common.errors import WriteError
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

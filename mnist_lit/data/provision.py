@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_lit.atomic import replaced_on_success
-from mnist_lit.errors import UserError
+from mnist_lit.common.atomic_files import replaced_on_success
+from mnist_lit.common.errors import UserError
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 The exported model (the same contract in both formats)
 ------------------------------------------------------
 input ``pixels``: **uint8 pixels 0–255**, shape (N, 1, 28, 28), N any batch size, MNIST-style (white digit on black,
-centred; ``mnist_lit.images.to_mnist`` makes such images from photos). The checkpoint's normalization (unit, x255,
+centred; ``mnist_lit.inference.preprocess.to_mnist`` makes such images from photos). The checkpoint's normalization (unit, x255,
 mnist or half) is part of the exported graph, so nothing is done to the pixels beforehand. TorchScript also accepts
 float32 0–255 pixels (it casts); the ONNX graph declares uint8.
 
@@ -50,11 +50,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from mnist_lit.atomic import Discard, replaced_on_success
-from mnist_lit.data import MNISTDataModule
-from mnist_lit.errors import UserError, first_line, run_reporting_errors
-from mnist_lit.normalization import NORMALIZATIONS, normalize
-from mnist_lit.predict import Predictor
+from mnist_lit.common.atomic_files import Discard, replaced_on_success
+from mnist_lit.common.errors import UserError, first_line, run_reporting_errors
+from mnist_lit.data.datamodule import MNISTDataModule
+from mnist_lit.data.normalization import NORMALIZATIONS, normalize
+from mnist_lit.inference.predictor import Predictor
 
 PROG = "python -m mnist_lit.cli export"
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
@@ -78,7 +78,7 @@ class PixelsToLogits(nn.Module):
         self.normalization = normalization
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        # the same operations, in the same order, as mnist_lit.normalization.normalize
+        # the same operations, in the same order, as mnist_lit.data.normalization.normalize
         return self.net((pixels.to(torch.float32) / 255 - self.mean) / self.std)
 
 

@@ -10,16 +10,13 @@ import torch
 from PIL import Image
 from torch import nn
 
-from mnist_lit.errors import UserError, first_line
-from mnist_lit.images import ImageError, load_image, to_mnist
-from mnist_lit.nets import NETS, build_net
-from mnist_lit.normalization import NORMALIZATIONS, normalize
+from mnist_lit.common.errors import UserError, first_line
+from mnist_lit.data.normalization import normalize
+from mnist_lit.inference.preprocess import ImageError, load_image, to_mnist
+from mnist_lit.models.checkpoint import CheckpointError, read_checkpoint, recorded_normalization
+from mnist_lit.models.nets import build_net
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
-
-
-class CheckpointError(UserError):
-    """A file that is not a usable checkpoint of this project's classifier; the message is one line and names it."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -51,29 +48,13 @@ class Predictor:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu") -> Predictor:
-        """Load without running code from the file (``weights_only``); the data module's hparams give the recipe.
+        """Load without running code from the file (``weights_only``); its hyperparameters give the recipe.
 
-        Anything but a checkpoint of ``MNISTClassifier`` trained with ``MNISTDataModule`` (a missing, foreign,
-        truncated or unrelated file) raises :class:`CheckpointError`, a ``ValueError`` with a one-line message.
+        Anything but a checkpoint of ``MNISTClassifier`` (a missing, foreign, truncated or unrelated file) raises
+        :class:`~mnist_lit.models.checkpoint.CheckpointError`, a ``ValueError`` with a one-line message.
         """
-        if not Path(path).is_file():
-            raise CheckpointError(f"{path}: no such checkpoint file")
-        try:
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # UnpicklingError, RuntimeError (truncated zip), EOFError, ...
-            raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({first_line(err)})") from None
-        if not isinstance(checkpoint, dict) or not {"state_dict", "hyper_parameters"} <= checkpoint.keys():
-            raise CheckpointError(f"{path}: not a Lightning checkpoint (no state_dict and hyper_parameters in it)")
-        hparams = checkpoint["hyper_parameters"]
-        name = hparams.get("net") if isinstance(hparams, dict) else None
-        if not (isinstance(name, str) and name in NETS):
-            raise CheckpointError(f"{path}: not a checkpoint of MNISTClassifier (its hyper_parameters name no network)")
-        datamodule = checkpoint.get("datamodule_hyper_parameters")
-        normalization = datamodule.get("normalization") if isinstance(datamodule, dict) else None
-        if normalization is None:
-            raise CheckpointError(f"{path} records no normalization: it was not trained with MNISTDataModule")
-        if normalization not in NORMALIZATIONS:
-            raise CheckpointError(f"{path}: unknown normalization {normalization!r} recorded")
+        checkpoint = read_checkpoint(path)
+        name, normalization = checkpoint["hyper_parameters"]["net"], recorded_normalization(checkpoint)
         state = checkpoint["state_dict"]
         net = build_net(name)
         try:  # MNISTClassifier keeps the network as its `net` attribute
@@ -146,7 +127,7 @@ def predict_files(predictor: Predictor, paths: Iterable[str | Path], preprocess:
     """Predict the digit in each image file (folders expanded), in input order, ``batch_size`` images at a time.
 
     A file that fails (missing, not an image, truncated, too large, blank) gets its error message and the others
-    are still predicted. ``preprocess`` is :func:`mnist_lit.images.to_mnist`'s: photos and drawings need it, images
+    are still predicted. ``preprocess`` is :func:`mnist_lit.inference.preprocess.to_mnist`'s: photos and drawings need it, images
     already MNIST-like do not. With ``thumbnail_size`` each loaded image also keeps a small RGB copy (contact sheets).
     """
     results: list[FileResult] = []

@@ -1,7 +1,7 @@
 """``python -m mnist_lit.cli serve --ckpt CKPT``: an HTTP prediction API and a draw-a-digit page, on LitServe.
 
 ``POST /predict`` takes ``{"image": "<base64 image file>"}`` (a photo, a scan or a canvas, brought to MNIST's form by
-:func:`mnist_lit.images.load_mnist`, exactly as ``predict-images`` does) or ``{"pixels": 28×28 of 0–255}`` (MNIST-like
+:func:`mnist_lit.inference.preprocess.load_mnist`, exactly as ``predict-images`` does) or ``{"pixels": 28×28 of 0–255}`` (MNIST-like
 already: used as they are) and answers the digit, its probability, the top 3, all ten probabilities and the 28×28
 image the network saw. ``GET /ui/`` is the drawing page; ``GET /health`` is 200 once every worker is ready.
 
@@ -13,8 +13,8 @@ Where the work happens, and why:
 * The inference workers (LitServe's, each loading the checkpoint weights-only in ``setup``) run the network on
   batches formed across clients (``max_batch_size``/``batch_timeout``); torch's threads are split between them.
 
-This module runs as ``__main__`` (the CLI hands over with ``runpy``): LitServe starts its workers with ``spawn``, and a
-spawned process re-imports the main module, which must then be this light one rather than the Lightning CLI.
+LitServe starts its workers with ``spawn``, and a spawned process re-imports the main module: ``mnist_lit.cli``
+imports nothing heavy at the top for that reason.
 """
 
 import argparse
@@ -44,10 +44,10 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 from pydantic_core import PydanticCustomError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from mnist_lit.errors import UserError, one_line, run_reporting_errors
-from mnist_lit.images import BlankImageError, ImageError, load_mnist
-from mnist_lit.predict import Predictor, resolve_device
-from mnist_lit.predict_images import positive_int
+from mnist_lit.common.errors import UserError, one_line, run_reporting_errors
+from mnist_lit.inference.predict_images import positive_int
+from mnist_lit.inference.predictor import Predictor, resolve_device
+from mnist_lit.inference.preprocess import BlankImageError, ImageError, load_mnist
 
 PROG = "python -m mnist_lit.cli serve"
 HOSTS = ("127.0.0.1", "0.0.0.0", "::")  # the addresses LitServe binds to: this machine only, or every interface
@@ -220,7 +220,7 @@ def build_server(api: DigitAPI, workers: int, device: torch.device, metadata: di
     app = server.app
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    ui = files("mnist_lit") / "ui"
+    ui = files("mnist_lit.serving") / "ui"
     for name, media_type in UI_FILES.items():
         app.add_api_route(f"/ui/{name}", _ui_route((ui / name).read_bytes(), media_type), methods=["GET"],
                           include_in_schema=False)

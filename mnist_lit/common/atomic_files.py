@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from mnist_lit.errors import WriteError, write_fault
+from mnist_lit.common.errors import WriteError, write_fault
 
 HOST = socket.gethostname().replace(os.sep, "_")
 

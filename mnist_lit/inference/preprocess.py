@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from mnist_lit.errors import UserError, one_line
+from mnist_lit.common.errors import UserError, one_line
 
 FIELD = 28  # MNIST images are 28×28 ...
 BOX = 20  # ... with the digit scaled to fit a 20×20 box ...

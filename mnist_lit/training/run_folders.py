@@ -21,8 +21,8 @@ from lightning.pytorch.core.saving import save_hparams_to_yaml
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
-from mnist_lit.atomic import replaced_on_success
-from mnist_lit.errors import UserError, WriteError, write_fault
+from mnist_lit.common.atomic_files import replaced_on_success
+from mnist_lit.common.errors import UserError, WriteError, write_fault
 
 
 class RunLogger(TensorBoardLogger):

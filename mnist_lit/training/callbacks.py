@@ -17,9 +17,9 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from torchmetrics.utilities.distributed import gather_all_tensors
 from torchvision.utils import make_grid
 
-from mnist_lit.atomic import replaced_on_success
-from mnist_lit.augment import augment
-from mnist_lit.pictures import captioned_grid, curves_image, to_tensor
+from mnist_lit.common.atomic_files import replaced_on_success
+from mnist_lit.common.pictures import captioned_grid, curves_image, to_tensor
+from mnist_lit.data.augment import augment
 
 
 class TorchinfoSummary(L.Callback):
@@ -39,7 +39,8 @@ class TrainingImageGrid(L.Callback):
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
         if trainer.global_step == 0 and batch_idx == 0 and isinstance(trainer.logger, TensorBoardLogger):
-            grid = make_grid(batch[0][: self.count].float().cpu(), nrow=8, normalize=True, pad_value=1.0)
+            images = batch[0][: self.count].reshape(-1, 1, 28, 28).float().cpu()  # 0–255: shown as normalized
+            grid = make_grid(images, nrow=8, normalize=True, pad_value=1.0)
             trainer.logger.experiment.add_image("train/images", grid, 0)
 
 

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from jsonargparse.typing import ClosedUnitInterval, NonNegativeFloat, PositiveFloat, PositiveInt
 
-from mnist_lit.errors import UserError
+from mnist_lit.common.errors import UserError
 
 INK = 0.05  # pixels brighter than this (of 1) are ink: they are kept inside the field
 

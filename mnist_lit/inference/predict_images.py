@@ -1,7 +1,7 @@
 """``python -m mnist_lit.cli predict-images --ckpt PATH [options] PATHS...``: the digit in each image file.
 
 Photos, scans and drawings (dark digit on a light background or the reverse, any size, anywhere in the frame) are
-first brought to MNIST's form (see ``mnist_lit.images``); ``--no-preprocess`` skips that for images that are
+first brought to MNIST's form (see ``mnist_lit.inference.preprocess``); ``--no-preprocess`` skips that for images that are
 MNIST-like already. One line per image on stdout; each file that fails is one line on stderr and the others are
 still predicted.
 
@@ -22,9 +22,9 @@ from typing import TextIO
 
 from PIL import Image, ImageDraw, ImageFont
 
-from mnist_lit.atomic import replaced_on_success
-from mnist_lit.errors import WRITE_FAULTS, UserError, describe_write_fault, run_reporting_errors, write_fault
-from mnist_lit.predict import FileResult, Predictor, predict_files, resolve_device
+from mnist_lit.common.atomic_files import replaced_on_success
+from mnist_lit.common.errors import WRITE_FAULTS, UserError, describe_write_fault, run_reporting_errors, write_fault
+from mnist_lit.inference.predictor import FileResult, Predictor, predict_files, resolve_device
 
 PROG = "python -m mnist_lit.cli predict-images"
 THUMBNAIL = 112  # contact-sheet cell size, pixels

@@ -1,7 +1,7 @@
-"""MNIST as a LightningDataModule: provisioning, a fixed train/val split, in-memory batches, per-batch normalization.
+"""MNIST as a LightningDataModule: provisioning, a fixed train/val split, in-memory batches, augmentation.
 
-Each split is kept as one uint8 tensor and a whole batch is fetched with one indexing operation; normalization
-runs once per batch on the batch's device. Per-sample PIL transforms are what make the tutorials' loops slow.
+Each split is kept as one uint8 tensor and a whole batch is fetched with one indexing operation; the model
+normalizes the 0–255 pixels itself (its checkpoint carries how). Per-sample PIL transforms are what make the tutorials' loops slow.
 """
 
 from __future__ import annotations
@@ -19,10 +19,9 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler
 from torchvision.datasets import MNIST
 
-from mnist_lit.augment import Augmentation, augment as augment_batch
-from mnist_lit.errors import UserError
-from mnist_lit.normalization import Normalization, normalize
-from mnist_lit.provision import OFFICIAL_PINS, Pin, provision
+from mnist_lit.data.augment import Augmentation, augment as augment_batch
+from mnist_lit.common.errors import UserError
+from mnist_lit.data.provision import OFFICIAL_PINS, Pin, provision
 
 TRAIN_SIZE = 60_000
 
@@ -80,7 +79,6 @@ class MNISTDataModule(L.LightningDataModule):
         batch_size: PositiveInt = 64,
         val_size: PositiveInt = 5_000,
         split_seed: int = 0,
-        normalization: Normalization = "half",
         eval_batch_size: PositiveInt = 1_000,
         num_workers: NonNegativeInt = 0,
         drop_last: bool = True,
@@ -92,16 +90,14 @@ class MNISTDataModule(L.LightningDataModule):
             batch_size: training batch size.
             val_size: images of the official training set held out for validation.
             split_seed: seed of the train/validation split; the same seed gives the same split everywhere.
-            normalization: unit = pixels in 0–1; x255 = raw 0–255; mnist = mean/std 0.1307/0.3081;
-                half = mean/std 0.5/0.5.
             eval_batch_size: batch size for validation, test and predict (it does not change any metric).
             num_workers: DataLoader worker processes; 0 is fastest, the data is already in memory.
             drop_last: skip each epoch's last, smaller training batch (24 images at the defaults). Its noisier
                 step comes right before every evaluation: keeping it cost lenet's recipe 2.15 points of one-epoch
                 test accuracy, on average over 16 seeds (bench/LAST_BATCH.md). The skipped images differ every
                 epoch.
-            augment: per-sample random distortions of training batches, on the batch's device before
-                normalization (``mnist_lit.augment``); off by default. Their random numbers depend only on the
+            augment: per-sample random distortions of training batches, on the batch's device (0–255
+                pixels in and out) (``mnist_lit.data.augment``); off by default. Their random numbers depend only on the
                 seed, the epoch and the rank, so ``fit --ckpt_path last`` replays an epoch exactly.
         """
         super().__init__()
@@ -185,10 +181,10 @@ class MNISTDataModule(L.LightningDataModule):
         return self.test_dataloader()
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
-        images, labels = batch
         if self.augmentation.enabled and self.trainer is not None and self.trainer.training:
-            images = augment_batch(images, self.augmentation, self._epoch_generator())
-        return normalize(images, self.hparams.normalization), labels
+            images, labels = batch
+            return augment_batch(images, self.augmentation, self._epoch_generator()), labels
+        return batch
 
     def _epoch_generator(self) -> torch.Generator:
         """The augmentation's random numbers: a stream seeded from the run's seed, the epoch and the rank at each

@@ -1,0 +1,1 @@
+"""The test suite: `make test` runs it all, `make test-quick` only what is not marked slow."""
