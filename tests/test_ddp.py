@@ -3,14 +3,13 @@ folder; evaluation and prediction that count every image exactly once, whatever 
 
 from __future__ import annotations
 
-import pytest
-
 import csv
 import math
 import subprocess
 import sys
 
 import lightning as L
+import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import pytest
-
 import re
 import subprocess
 import sys
+
+import pytest
 
 pytestmark = pytest.mark.slow  # real MNIST training, subprocesses, servers or a browser
 

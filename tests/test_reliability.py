@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
-
 import gzip
 import os
 import subprocess
@@ -11,6 +9,7 @@ import sys
 from pathlib import Path
 
 import lightning as L
+import pytest
 import torch
 
 from mnist_lit.data.provision import OFFICIAL_PINS

@@ -161,12 +161,10 @@ class MNISTDataModule(L.LightningDataModule):
 
         Lightning's default, a DistributedSampler, pads the shares to equal length with repeated images whenever the
         number of processes does not divide the split, and those would count twice in the split's accuracy and loss.
-        Lightning keeps a distributed sampler it is given, and uses this unrepeated one itself for ``predict``. With
-        ``--trainer.use_distributed_sampler false`` the loaders are left alone, as Lightning leaves them.
+        Lightning keeps a distributed sampler it is given (whatever ``--trainer.use_distributed_sampler`` says), and
+        uses this unrepeated one itself for ``predict``.
         """
-        trainer = self.trainer
-        shard = (trainer.distributed_sampler_kwargs
-                 if trainer is not None and trainer._accelerator_connector.use_distributed_sampler else None)
+        shard = self.trainer.distributed_sampler_kwargs if self.trainer is not None else None
         sampler = UnrepeatedDistributedSampler(dataset, shuffle=False, **shard) if shard else None
         return self._loader(dataset, self.hparams.eval_batch_size, sampler)
 

@@ -293,6 +293,3 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     return run_reporting_errors(lambda: run(args))
 
-
-if __name__ == "__main__":
-    raise SystemExit(main(sys.argv[1:]))

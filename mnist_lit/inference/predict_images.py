@@ -171,6 +171,3 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     return run_reporting_errors(lambda: run(args))
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -299,6 +299,24 @@ def end_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
 
 
+def stop_on_signals() -> list[int]:
+    """The one adapter to a LitServe gap (litserve 0.2.19; docs/design.md): its docs say SIGTERM shuts the server
+    down gracefully, but ``LitServer.run`` installs no SIGTERM handler and stops cleanly, terminating its HTTP and
+    worker processes, only on a ``KeyboardInterrupt``. SIGTERM (and SIGINT) raise that KeyboardInterrupt, once: a
+    second signal must not cut the shutdown short and leave workers behind. Returns the list the signal that stopped
+    the server is appended to. tests/test_serve.py checks that LitServe still has the gap."""
+    stopped_by: list[int] = []
+
+    def stop(signum: int, frame) -> None:
+        if not stopped_by:
+            stopped_by.append(signum)
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    return stopped_by
+
+
 def _forked_child() -> None:
     """LitServe's forked processes (HTTP, manager): uvicorn's own signal handling, and no orphans."""
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -321,37 +339,18 @@ def run(args: argparse.Namespace) -> int:
                 "normalization": predictor.normalization}
     server = build_server(api, args.workers, device, metadata)
 
-    stopped_by = []
-
-    def stop(signum: int, frame) -> None:
-        """SIGTERM and SIGINT do what LitServe's shutdown endpoint does: set its shutdown event, from another thread
-        (the main thread is inside a call on that event's connection), so that it stops every process it started."""
-        if stopped_by:  # a second Ctrl+C must not cut the shutdown short and leave workers behind
-            return
-        stopped_by.append(signum)
-        event = server._shutdown_event
-        if event is None:  # before LitServe has started anything
-            raise KeyboardInterrupt
-        threading.Thread(target=event.set, daemon=True).start()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    stopped_by = stop_on_signals()
     os.register_at_fork(after_in_child=_forked_child)
     shown = f"[{args.host}]" if ":" in args.host else args.host
     local = "http://[::1]" if args.host == "::" else "http://127.0.0.1"
     print(f"loading {predictor.net_name} from {args.ckpt} into {args.workers} worker(s) on {device} ...", flush=True)
     threading.Thread(target=_announce_when_ready, daemon=True,
                      args=(f"http://{shown}:{args.port}", f"{local}:{args.port}", predictor.net_name)).start()
-    try:
+    try:  # LitServe catches the KeyboardInterrupt once running and stops every process it started
         server.run(host=args.host, port=args.port, num_api_servers=args.api_servers,
                    log_level="warning", generate_client_file=False)
-    except KeyboardInterrupt:  # during start-up, before LitServe's own shutdown handling is in place
+    except KeyboardInterrupt:  # during start-up, before LitServe catches it; its workers go with us (PDEATHSIG)
         pass
-    finally:
-        for worker in getattr(server, "inference_workers", []):
-            if worker.is_alive():
-                worker.terminate()
-                worker.join(5)
     print("stopped", flush=True)
     return 128 + stopped_by[0] if stopped_by else 0
 
@@ -360,6 +359,3 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     return run_reporting_errors(lambda: run(args))
 
-
-if __name__ == "__main__":
-    sys.exit(main())

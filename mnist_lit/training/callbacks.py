@@ -176,8 +176,9 @@ class EMAWeights(WeightAveraging):
     validation, test, checkpoints (their ``state_dict``) and therefore ``predict-images`` and ``export`` all use the
     averaged weights; ``current_model_state`` in a checkpoint keeps the raw ones, to resume training.
 
-    One change to Lightning's behaviour: after ``fit``, a checkpoint loaded for ``test`` keeps its averaged weights.
-    Lightning 2.6 would load the raw ones into the model, because the fit's average model is still there.
+    One change to Lightning's behaviour: after ``fit``, a checkpoint loaded for ``validate`` or ``test`` keeps its
+    averaged weights. Lightning 2.6 would load the raw ones into the model (or swap the fit's average in), because
+    the fit's average model is still there.
     """
 
     def __init__(self, decay: OpenUnitInterval = 0.999, update_starting_at_step: NonNegativeInt = 0) -> None:
@@ -193,9 +194,13 @@ class EMAWeights(WeightAveraging):
     def should_update(self, step_idx: int | None = None, epoch_idx: int | None = None) -> bool:
         return step_idx is not None and step_idx >= self.update_starting_at_step
 
-    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if stage == "fit":
-            self._average_model = None
+    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.state.fn == TrainerFn.FITTING:  # a later validate() keeps the checkpoint's weights
+            super().on_validation_epoch_start(trainer, pl_module)
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.state.fn == TrainerFn.FITTING:
+            super().on_validation_epoch_end(trainer, pl_module)
 
     def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
         if trainer.state.fn == TrainerFn.FITTING:  # resuming: the average and the raw weights both come back

@@ -48,44 +48,59 @@ class RunLogger(TensorBoardLogger):
         """
         super().__init__(save_dir, name=name, version=version, **kwargs)
         self.exist_ok = exist_ok
-        self._claimed = False
+        self._wanted = version  # as asked: None means the next free version_N
+        self._run: int | str | None = None  # the version this run claimed, or (other DDP ranks) was told
         self._lock: int | None = None  # the claimed folder's file descriptor, flock'ed while the process lives
+        self._local = get_filesystem(save_dir).protocol in ("file", ("file", "local"))
 
     @property
     def version(self) -> int | str:
-        if rank_zero_only.rank == 0:
-            if not self._claimed and self._is_local():
-                self._claimed = True  # once: a refused claim is reported, not retried by every later caller
-                self._claim()
+        """This run's version: claimed once by rank 0 (a refused claim is reported, not retried by every later
+        caller); on the other ranks the number rank 0 claimed, once ``ShareVersion`` has told them (before that
+        they write nothing)."""
+        if not self._local:  # object stores have no mkdir race to win: Lightning's own numbering
             return super().version
-        if self._version is None:  # another rank, before ShareVersion tells it rank 0's number; it writes nothing
-            return self._get_next_version()
-        return self._version
+        if self._run is None:
+            if rank_zero_only.rank != 0:
+                return self._next_free()
+            try:
+                self._run = self._claim()
+            except Exception:  # reported once; later callers (teardown) get a name, and nothing is claimed
+                self._run = self._wanted if self._wanted is not None else self._next_free()
+                raise
+        return self._run
 
-    def _is_local(self) -> bool:
-        return self._fs.protocol in ("file", ("file", "local"))
+    def share(self, version: int | str) -> None:
+        """Take the version rank 0 claimed (DDP)."""
+        self._run = version
 
     def _folder(self, version: int | str) -> Path:
         name = version if isinstance(version, str) else f"version_{version}"
         return Path(os.path.expanduser(os.path.expandvars(os.path.join(self.root_dir, name))))
 
-    def _claim(self) -> None:
+    def _next_free(self) -> int:
+        """One more than the highest ``version_N`` under the model's folder (0 if none), as Lightning numbers."""
+        numbers = [int(p.name[8:]) for p in self._folder("").glob("version_*") if p.name[8:].isdigit()]
+        return max(numbers, default=-1) + 1
+
+    def _claim(self) -> int | str:
         root = self._folder("")
         try:
             root.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise WriteError(err.errno, err.strerror, str(root)) from None
-        if self._version is None:
-            version = self._get_next_version()
+        version = self._wanted
+        if version is None:
+            version = self._next_free()
             while not self._made(self._folder(version)):
                 version += 1
-            self._version = version
-        elif not self._made(self._folder(self._version)) and not self.exist_ok:
-            raise UserError(f"{self._folder(self._version)} exists already: name a new version, or add "
+        elif not self._made(self._folder(version)) and not self.exist_ok:
+            raise UserError(f"{self._folder(version)} exists already: name a new version, or add "
                             f"--ckpt_path last to resume that run")
-        self._lock = lock(self._folder(self._version))
+        self._lock = lock(self._folder(version))
         if self._lock is None:
-            raise UserError(f"{self._folder(self._version)} is in use by another running process")
+            raise UserError(f"{self._folder(version)} is in use by another running process")
+        return version
 
     @staticmethod
     def _made(folder: Path) -> bool:
@@ -100,7 +115,7 @@ class RunLogger(TensorBoardLogger):
     @rank_zero_only
     def save(self) -> None:
         """As TensorBoardLogger's, with ``hparams.yaml`` written whole or not at all."""
-        if not self._is_local():
+        if not self._local:
             return super().save()
         self.experiment.flush()
         path = Path(self.log_dir, self.NAME_HPARAMS_FILE)
@@ -123,7 +138,7 @@ class ShareVersion(L.Callback):
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if trainer.world_size > 1 and isinstance(trainer.logger, RunLogger):
-            trainer.logger._version = trainer.strategy.broadcast(trainer.logger.version)
+            trainer.logger.share(trainer.strategy.broadcast(trainer.logger.version))
 
 
 class AtomicSaveConfig(SaveConfigCallback):
