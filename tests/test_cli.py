@@ -138,10 +138,10 @@ def test_print_config_resolves_the_recipe(tmp_path):
     run = cli("fit", "--model", "lenet5", "--model.lr", "0.02", "--print_config", cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     config = yaml.safe_load(run.stdout)
-    assert config["model"] == {"net": "lenet5", "optimizer": "sgd", "lr": 0.02, "momentum": 0.0,
-                               "weight_decay": 0.0, "warmup_steps": 0, "channels_last": True,
+    assert config["model"] == {"net": "lenet5", "normalization": "x255", "optimizer": "sgd", "lr": 0.02,
+                               "momentum": 0.0, "weight_decay": 0.0, "warmup_steps": 0, "channels_last": True,
                                "betas": [0.9, 0.999], "scheduler": "none", "pct_start": 0.25}
-    assert config["model"]["normalization"] == "x255" and config["trainer"]["max_epochs"] == 5
+    assert config["trainer"]["max_epochs"] == 5
     assert config["trainer"]["devices"] == 1, "one device unless asked, even on a machine with several GPUs"
 
 

@@ -39,10 +39,10 @@ def digits(mnist_dir) -> torch.Tensor:
 
 
 def run_export(*args: str | Path, mnist_dir: str, cwd: Path) -> subprocess.CompletedProcess:
-    """The command as a user runs it (``mnist_lit.cli export`` dispatches to the same ``main``)."""
+    """The command as a user runs it."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MNIST_LIT_DATA_DIR": mnist_dir}
-    return subprocess.run([sys.executable, "-m", "mnist_lit.inference.export", *map(str, args)], cwd=cwd, capture_output=True,
-                          text=True, timeout=300, env=env)
+    return subprocess.run([sys.executable, "-m", "mnist_lit.cli", "export", *map(str, args)], cwd=cwd,
+                          capture_output=True, text=True, timeout=300, env=env)
 
 
 @pytest.fixture(scope="module")

@@ -79,8 +79,8 @@ def photos(tmp_path_factory, digits) -> Path:
 
 
 def run_command(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess:
-    """The command as a user runs it (``mnist_lit.cli`` dispatches ``predict-images`` to the same ``main``)."""
-    return subprocess.run([sys.executable, "-m", "mnist_lit.inference.predict_images", *map(str, args)], cwd=cwd,
+    """The command as a user runs it."""
+    return subprocess.run([sys.executable, "-m", "mnist_lit.cli", "predict-images", *map(str, args)], cwd=cwd,
                           capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 

@@ -28,7 +28,8 @@ def test_the_wheel_trains_from_another_folder(tmp_path, mnist_dir):
     far from the checkout: the recipes come from inside the wheel. The fresh venv reaches torch & co. through a
     ``.pth`` line to this venv's site-packages (appended to sys.path; this venv's editable finder does not run)."""
     wheels = tmp_path / "wheels"
-    subprocess.run([sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(wheels), str(ROOT)],
+    # sdist, then the wheel from the unpacked sdist: no stale build/ folder of the checkout can slip into it
+    subprocess.run([sys.executable, "-m", "build", "--no-isolation", "--outdir", str(wheels), str(ROOT)],
                    check=True, capture_output=True, timeout=300)
     wheel = next(wheels.glob("mnist_lit-*.whl"))
     env = tmp_path / "venv"

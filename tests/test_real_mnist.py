@@ -13,7 +13,7 @@ pytestmark = pytest.mark.slow  # real MNIST training, subprocesses, servers or a
 
 def test_cnn3block_reaches_95_percent_in_300_steps(tmp_path, mnist_dir):
     # Seed 3 is one whose batch order makes the tutorial's recipe (no warm-up) collapse to one digit
-    # (bench/COLLAPSE.md); the recipe's warm-up must carry it past that.
+    # (docs/decisions.md); the recipe's warm-up must carry it past that.
     args = ["fit", "--model", "cnn3block", "--seed_everything", "3", "--trainer.max_epochs", "1",
             "--trainer.limit_train_batches", "300", "--trainer.limit_val_batches", "2",
             "--trainer.enable_progress_bar", "false", "--data.data_dir", mnist_dir]

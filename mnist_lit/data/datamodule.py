@@ -94,10 +94,10 @@ class MNISTDataModule(L.LightningDataModule):
             num_workers: DataLoader worker processes; 0 is fastest, the data is already in memory.
             drop_last: skip each epoch's last, smaller training batch (24 images at the defaults). Its noisier
                 step comes right before every evaluation: keeping it cost lenet's recipe 2.15 points of one-epoch
-                test accuracy, on average over 16 seeds (bench/LAST_BATCH.md). The skipped images differ every
+                test accuracy, on average over 16 seeds (docs/decisions.md). The skipped images differ every
                 epoch.
-            augment: per-sample random distortions of training batches, on the batch's device (0–255
-                pixels in and out) (``mnist_lit.data.augment``); off by default. Their random numbers depend only on the
+            augment: per-sample random distortions of training batches, 0–255 pixels in and out, on the
+                batch's device (``mnist_lit.data.augment``); off by default. Their random numbers depend only on the
                 seed, the epoch and the rank, so ``fit --ckpt_path last`` replays an epoch exactly.
         """
         super().__init__()
