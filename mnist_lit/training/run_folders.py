@@ -15,7 +15,6 @@ from typing import Any
 
 import lightning as L
 from lightning.fabric.utilities.cloud_io import get_filesystem
-from lightning.fabric.utilities.types import _PATH
 from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.core.saving import save_hparams_to_yaml
 from lightning.pytorch.loggers import TensorBoardLogger
@@ -34,7 +33,7 @@ class RunLogger(TensorBoardLogger):
     The folder stays locked (``flock``) while this process lives: a second run cannot log into it.
     """
 
-    def __init__(self, save_dir: _PATH, name: str | None = "lightning_logs", version: int | str | None = None,
+    def __init__(self, save_dir: str | Path, name: str | None = "lightning_logs", version: int | str | None = None,
                  exist_ok: bool = False, **kwargs: Any) -> None:
         """
         Args:
