@@ -1,34 +1,27 @@
 """Handwriting shift: MNIST test digits re-drawn as other writers, pens and devices would produce them, read by each
 recipe's checkpoint through ``predict-images``' own preprocessing.
 
-    python bench/shift.py --ckpt best=PATH --ckpt mlp=PATH ...          # writes bench/SHIFT.md
-    python bench/shift.py --ckpt mlp=PATH --count 50 --out /tmp/SHIFT.md  # a smoke run
-    python bench/shift.py --merge --count 500 --ckpt fast=PATH            # add (or redo) a row, keep the others
+    python -m bench.shift --count 500 --ckpt best=PATH --ckpt mlp=PATH ...   # bench/SHIFT.md (+ .json)
+    python -m bench.shift --merge --count 500 --ckpt fast=PATH               # add (or redo) a row, keep the others
+    python -m bench.shift --count 50 --ckpt mlp=PATH --out /tmp/SHIFT.md     # a smoke run
 
 The first ``--count`` digits of the official MNIST *test* set (never trained on), one folder of image files per family,
 each digit drawn on a page the way a user would give it to ``predict-images`` (dark ink on light paper unless said):
+``photo``, photographed (``tests.digits.photograph``: 3–6× larger, off-centre); ``marker``, a thick marker (strokes
+widened by a 5–9 px max filter at 4× scale, solid black); ``pencil``, a thin pencil (strokes narrowed by a 3–5 px min
+filter at 4× scale, dark grey); ``small``, written small or scanned coarsely (the digit at 8–12 px high, enlarged 4–8×,
+nearest neighbour); ``blur``, out of focus (Gaussian blur of 0.75–1.5 MNIST pixels); ``slant``, slanted by 10–20°
+either way (a shear); ``offcentre``, a small digit (2× MNIST) anywhere on a 640×480 page; ``grey``, grey pencil on
+white paper (ink at 35–55 % darkness on paper of 235–250, grain σ 2.5 grey levels).
 
-* ``photo``: photographed MNIST (``bench/predict_images.py``'s ``photograph``: 3–6× larger, off-centre);
-* ``marker``: a thick marker (strokes widened by a 5–9 px max filter at 4× scale, solid black);
-* ``pencil``: a thin pencil (strokes narrowed by a 3–5 px min filter at 4× scale, dark grey);
-* ``small``: written small or scanned coarsely: the digit at 8–12 px high, enlarged 4–8× (nearest neighbour);
-* ``blur``: out of focus (Gaussian blur of 0.75–1.5 MNIST pixels);
-* ``slant``: slanted by 10–20° either way (a shear);
-* ``offcentre``: a small digit (2× MNIST) anywhere on a 640×480 page;
-* ``grey``: grey pencil on white paper (ink at 35–55 % darkness on paper of 235–250, grain σ 2.5 grey levels).
-
-Each file goes through ``mnist_lit.predict.predict_files`` (load, crop, scale to 20×20, centre of mass, the
-checkpoint's normalization), exactly as ``python -m mnist_lit.cli predict-images`` reads it. "clean" is the
-checkpoint's accuracy on all 10,000 test digits as they are (no files, no preprocessing).
-No scikit-learn digits are used anywhere: they are kept as an independent check of real handwriting.
+Each file goes through ``mnist_lit.inference.predictor.predict_files`` (load, crop, scale to 20×20, centre of mass,
+the checkpoint's normalization), exactly as ``predict-images`` reads it. "clean" is the checkpoint's accuracy on all
+10,000 test digits as they are (no files, no preprocessing).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import platform
-import shlex
 import sys
 import tempfile
 import time
@@ -38,12 +31,10 @@ import numpy as np
 import torch
 from PIL import Image, ImageFilter
 
-from mnist_lit.predict import Predictor, predict_files
+from bench.common import header, parser, table, this_run, write
+from mnist_lit.inference.predictor import Predictor, predict_files
+from tests.digits import photograph, test_digits
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from predict_images import photograph, read_idx  # noqa: E402  (bench/predict_images.py: the same photographs)
-
-ROOT = Path(__file__).resolve().parent.parent
 SCALE = 4  # families drawn at 4× MNIST's size, as a pen on paper is drawn at a finer scale than the 28×28 field
 
 
@@ -65,29 +56,13 @@ def _on_paper(ink: Image.Image, rng: np.random.Generator, darkness: float = 1.0,
     return Image.fromarray(np.clip(np.round(sheet), 0, 255).astype(np.uint8))
 
 
-def marker(digit: np.ndarray, rng: np.random.Generator) -> Image.Image:
-    ink = _ink(digit).filter(ImageFilter.MaxFilter(int(rng.choice([5, 7, 9]))))
-    return _on_paper(ink.point(lambda v: min(255, 2 * v)), rng)
-
-
-def pencil(digit: np.ndarray, rng: np.random.Generator) -> Image.Image:
-    ink = _ink(digit).filter(ImageFilter.MinFilter(int(rng.choice([3, 5]))))
-    return _on_paper(ink, rng, darkness=rng.uniform(0.7, 0.9), grain=3.0)
-
-
 def small(digit: np.ndarray, rng: np.random.Generator) -> Image.Image:
     rows, cols = np.nonzero(digit > 25)
     box = Image.fromarray(digit[rows.min():rows.max() + 1, cols.min():cols.max() + 1])
     height = int(rng.integers(8, 13))
-    width = max(1, round(box.width * height / box.height))
-    tiny = box.resize((width, height), Image.Resampling.BOX)  # what a coarse scan records
-    factor = int(rng.integers(4, 9))
-    tiny = Image.fromarray(np.pad(np.asarray(tiny), 2))
+    tiny = box.resize((max(1, round(box.width * height / box.height)), height), Image.Resampling.BOX)  # a coarse scan
+    factor, tiny = int(rng.integers(4, 9)), Image.fromarray(np.pad(np.asarray(tiny), 2))
     return _on_paper(tiny.resize((tiny.width * factor, tiny.height * factor), Image.Resampling.NEAREST), rng)
-
-
-def blur(digit: np.ndarray, rng: np.random.Generator) -> Image.Image:
-    return _on_paper(_ink(digit).filter(ImageFilter.GaussianBlur(SCALE * rng.uniform(0.75, 1.5))), rng)
 
 
 def slant(digit: np.ndarray, rng: np.random.Generator) -> Image.Image:
@@ -101,88 +76,70 @@ def slant(digit: np.ndarray, rng: np.random.Generator) -> Image.Image:
     return _on_paper(slanted, rng)
 
 
-def offcentre(digit: np.ndarray, rng: np.random.Generator) -> Image.Image:
-    return _on_paper(_ink(digit, 2), rng, page=(640, 480))
-
-
-def grey(digit: np.ndarray, rng: np.random.Generator) -> Image.Image:
-    return _on_paper(_ink(digit), rng, darkness=rng.uniform(0.35, 0.55), paper=int(rng.integers(235, 251)),
-                     grain=2.5)
-
-
-FAMILIES = {"photo": photograph, "marker": marker, "pencil": pencil, "small": small, "blur": blur, "slant": slant,
-            "offcentre": offcentre, "grey": grey}
+FAMILIES = {  # each draws a digit (white on black, uint8) with a random generator, as the docstring above says
+    "photo": photograph,
+    "marker": lambda d, rng: _on_paper(_ink(d).filter(ImageFilter.MaxFilter(int(rng.choice([5, 7, 9]))))
+                                       .point(lambda v: min(255, 2 * v)), rng),
+    "pencil": lambda d, rng: _on_paper(_ink(d).filter(ImageFilter.MinFilter(int(rng.choice([3, 5])))), rng,
+                                       darkness=rng.uniform(0.7, 0.9), grain=3.0),
+    "small": small,
+    "blur": lambda d, rng: _on_paper(_ink(d).filter(ImageFilter.GaussianBlur(SCALE * rng.uniform(0.75, 1.5))), rng),
+    "slant": slant,
+    "offcentre": lambda d, rng: _on_paper(_ink(d, 2), rng, page=(640, 480)),
+    "grey": lambda d, rng: _on_paper(_ink(d), rng, darkness=rng.uniform(0.35, 0.55), paper=int(rng.integers(235, 251)),
+                                     grain=2.5),
+}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--ckpt", action="append", required=True, metavar="NAME=PATH",
-                        help="a recipe's name and its checkpoint (repeat for each recipe)")
-    parser.add_argument("--count", type=int, default=1000, help="test digits per family (default 1000)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--data-dir", default=str(ROOT / "data"))
-    parser.add_argument("--keep", help="save the image files in this folder (default: a temporary one)")
-    parser.add_argument("--out", default=str(ROOT / "bench" / "SHIFT.md"))
-    parser.add_argument("--merge", action="store_true",
-                        help="keep the rows of the .json beside --out (same --count and --seed) and add these")
-    opts = parser.parse_args()
-    checkpoints = dict(item.split("=", 1) for item in opts.ckpt)
-    command = shlex.join(["python", "bench/shift.py", *sys.argv[1:]])
+    options = parser(__doc__, "SHIFT.md")
+    options.add_argument("--ckpt", action="append", required=True, metavar="NAME=PATH",
+                         help="a row's name and its checkpoint (repeat for each row)")
+    options.add_argument("--count", type=int, default=1000, help="test digits per family (default 1000)")
+    options.add_argument("--merge", action="store_true",
+                         help="keep the rows of the .json beside --out (same --count) and add these")
+    opts = options.parse_args()
     saved_at = Path(opts.out).with_suffix(".json")
     saved = (json.loads(saved_at.read_text()) if opts.merge and saved_at.exists()
-             else {"count": opts.count, "seed": opts.seed, "rows": []})
-    if (saved["count"], saved["seed"]) != (opts.count, opts.seed):
-        sys.exit(f"error: {saved_at} holds --count {saved['count']} --seed {saved['seed']}: merge with the same")
+             else {"count": opts.count, "seed": 0, "rows": []})
+    if saved["count"] != opts.count:
+        sys.exit(f"error: {saved_at} holds --count {saved['count']}: merge with the same")
 
-    raw = Path(opts.data_dir) / "MNIST" / "raw"
-    images, labels = read_idx(raw / "t10k-images-idx3-ubyte"), read_idx(raw / "t10k-labels-idx1-ubyte")
+    images, labels = test_digits(Path(opts.data_dir), 10_000)
     with tempfile.TemporaryDirectory(prefix="bench_shift_") as tmp:
-        root = Path(opts.keep or tmp)
+        root = Path(tmp)
         for k, (family, draw) in enumerate(FAMILIES.items()):
-            folder = root / family
-            folder.mkdir(parents=True, exist_ok=True)
-            rng = np.random.default_rng([opts.seed, k])
+            (root / family).mkdir()
+            rng = np.random.default_rng([saved["seed"], k])
             for i in range(opts.count):
-                draw(images[i], rng).convert("RGB").save(folder / f"{i:04d}.png")
+                draw(images[i], rng).convert("RGB").save(root / family / f"{i:04d}.png")
         print(f"drew {opts.count} digits × {len(FAMILIES)} families into {root}", flush=True)
 
-        for name, path in checkpoints.items():
+        for name, path in (item.split("=", 1) for item in opts.ckpt):
             start = time.perf_counter()
             predictor = Predictor.from_checkpoint(path)
-            probs = predictor.probabilities(torch.from_numpy(images.copy()))
-            row = {"name": name, "path": path, "command": command,
-                   "clean": float((probs.argmax(1).numpy() == labels).mean())}
-            for family in FAMILIES:
-                results = predict_files(predictor, [root / family])
-                row[family] = float(np.mean([r.digit == labels[int(Path(r.path).stem)] for r in results]))
+            clean = predictor.probabilities(torch.from_numpy(images.copy())).argmax(1).numpy() == labels
+            row = {"name": name, "path": path, **this_run(), "clean": float(clean.mean())}
+            row |= {family: float(np.mean([r.digit == labels[int(Path(r.path).stem)]
+                                           for r in predict_files(predictor, [root / family])])) for family in FAMILIES}
             saved["rows"] = [r for r in saved["rows"] if r["name"] != name] + [row]
             saved_at.write_text(json.dumps(saved, indent=1))  # after every checkpoint: a stopped run still reports
-            print(name, {k: f"{v:.4f}" for k, v in row.items() if k not in ("name", "path", "command")},
+            print(name, {k: round(v, 4) for k, v in row.items() if k in FAMILIES or k == "clean"},
                   f"{time.perf_counter() - start:.0f} s", flush=True)
 
-    head = ["recipe", "clean test (10,000)", *FAMILIES, "mean of the shifts"]
-    lines = [
-        "# Handwriting shift: MNIST test digits re-drawn by other pens and devices",
-        "",
-        f"Machine: {platform.machine()}; torch {torch.__version__}, Python {platform.python_version()}.",
-        "",
-        "Produced by: " + "; ".join(f"`{c}`" for c in dict.fromkeys(r["command"] for r in saved["rows"]))
-        + " (each row by the command that names its checkpoint; raw figures in the .json beside this file).",
-        "",
-        f"The first {opts.count:,} MNIST test digits per family (seed {opts.seed}), saved as PNG files and read "
-        "through `mnist_lit.predict.predict_files` (`predict-images`' own preprocessing); accuracy in %. The families "
-        "are described in the script's docstring; \"clean\" is all 10,000 test digits as they are.",
-        "",
-        "| " + " | ".join(head) + " |",
-        "|" + "---|" * len(head),
-    ]
+    lines = header(
+        "Handwriting shift: MNIST test digits re-drawn by other pens and devices",
+        f"The first {opts.count:,} MNIST test digits per family (seed {saved['seed']}), saved as PNG files and read "
+        "through `predict_files` (`predict-images`' own preprocessing); accuracy in %. The families are described "
+        "in bench/shift.py; \"clean\" is all 10,000 test digits as they are. Raw figures: the .json beside this file.",
+        saved["rows"],
+    ) + table("recipe", "clean test (10,000)", *FAMILIES, "mean of the shifts")
     for row in saved["rows"]:
         shifts = [row[f] for f in FAMILIES]
         lines.append(f"| {row['name']} | " + " | ".join(f"{100 * v:.2f}" for v in [row["clean"], *shifts])
                      + f" | {100 * np.mean(shifts):.2f} |")
-    lines += ["", "Checkpoints:", ""] + [f"- {row['name']}: `{row['path']}`" for row in saved["rows"]]
-    Path(opts.out).write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write(opts.out, [*lines, "", "Checkpoints (each row by the command that names it):", "",
+                     *(f"- {r['name']}: `{r['path']}`" for r in saved["rows"])])
 
 
 if __name__ == "__main__":
