@@ -2,9 +2,11 @@
 other scanners. Plain torch (no Lightning), so it can be tested and benchmarked on its own.
 
 Every image of a batch gets its own random parameters, drawn from a ``torch.Generator`` the caller seeds (the data
-module seeds it from the run's seed and the epoch), on the CPU and then moved to the batch's device: the same seed
-gives the same distortions on a CPU and on a GPU, and the global random state (dropout, shuffling) is never touched.
-``torchvision.transforms.v2`` would draw one set of parameters for the whole batch tensor.
+module seeds it from the run's seed and the epoch), on the CPU: the same seed draws the same parameters on a CPU and
+on a GPU, and the global random state (dropout, shuffling) is never touched. ``torchvision.transforms.v2`` would draw
+one set of parameters for the whole batch tensor. On a GPU, a batch's parameters reach it in one pinned buffer, copied
+without waiting, and the distortions read nothing back (no ``.item()``, ``.tolist()``, ``nonzero`` or mask index), so
+the host never waits for the GPU (tests/test_cuda.py); on the CPU the results are bit for bit those of before.
 
 The families, in the order they are applied (each off at its default, so the default :class:`Augmentation` is off):
 
@@ -161,10 +163,92 @@ def _chosen(n: int, p: float, generator: torch.Generator) -> torch.Tensor:
     return torch.rand(n, generator=generator) < p
 
 
-def _stroke(x: torch.Tensor, cfg: Stroke, g: torch.Generator) -> torch.Tensor:
+class _Parameters:
+    """A batch's random parameters (and the few constants the families need), made on the CPU and sent to the batch's
+    device together: on a GPU as one pinned buffer in one asynchronous copy, so the host never waits for the GPU
+    (a plain ``.to(device)`` from pageable memory waits for all the work already queued). On the CPU the tensors
+    are used as they are."""
+
+    def __init__(self) -> None:
+        self.cpu: dict[str, torch.Tensor] = {}
+
+    def __setitem__(self, name: str, value: torch.Tensor) -> None:
+        self.cpu[name] = value
+
+    def to(self, device: torch.device) -> dict[str, torch.Tensor]:
+        return dict(self.cpu) if device.type == "cpu" or not self.cpu else _packed(self.cpu, device)
+
+
+def _packed(tensors: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    """``tensors`` (float32, small integers or flags) on ``device`` through one (pinned, for CUDA) float32 buffer."""
+    parts = [t.reshape(-1).float() for t in tensors.values()]
+    buffer = torch.empty(sum(p.numel() for p in parts), pin_memory=device.type == "cuda")
+    torch.cat(parts, out=buffer)
+    sent = buffer.to(device, non_blocking=True).split([p.numel() for p in parts])
+    return {name: part.view(t.shape).to(t.dtype) for (name, t), part in zip(tensors.items(), sent)}
+
+
+def _fixed_shapes(x: torch.Tensor) -> bool:
+    """Off the CPU every step has the same shapes and never reads back from the device; on the CPU the cheaper
+    gathers (of the chosen digits only) stay, driven by the CPU-drawn parameters, which nothing has to wait for."""
+    return x.device.type != "cpu"
+
+
+# ---- the draws, in the order the families are applied (the generator's stream is the same on every device) ----
+
+def _draw_stroke(p: _Parameters, n: int, cfg: Stroke, g: torch.Generator) -> None:
+    p["stroke"] = _uniform(n, -cfg.strength, cfg.strength, g) * _chosen(n, cfg.p, g)  # > 0 thicker, < 0 thinner
+
+
+def _draw_resolution(p: _Parameters, n: int, h: int, w: int, cfg: Resolution, g: torch.Generator) -> None:
+    sizes = torch.randint(cfg.low_min, cfg.low_max + 1, (n,), generator=g)
+    low = _chosen(n, cfg.p_low, g)
+    sigma = _uniform(n, 0.3, cfg.blur_sigma, g)
+    blur = _chosen(n, cfg.p_blur, g)
+    phase = _uniform(2 * n, -0.5, 0.5, g).view(n, 2) * (h / sizes).view(n, 1)  # where the coarse pixels fall, px
+    p["low_size"] = torch.where(low, sizes, 0)  # each digit's coarse field, 0: left alone
+    p["low_there"], p["low_back"] = _shift_theta(phase, h, w), _shift_theta(-phase, h, w)
+    radius = math.ceil(2 * cfg.blur_sigma)
+    taps = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    kernel = torch.exp(-0.5 * (taps / sigma.view(n, 1)) ** 2)
+    kernel = torch.where(blur.view(n, 1), kernel, (taps == 0).float())  # identity for the unblurred
+    p["blur_kernel"] = kernel / kernel.sum(dim=1, keepdim=True)
+    p["blur_any"] = blur.any().view(1)
+
+
+def _draw_geometry(p: _Parameters, n: int, h: int, w: int, affine: Affine, elastic: Elastic,
+                   g: torch.Generator) -> None:
+    angle = torch.deg2rad(_uniform(n, -affine.rotation, affine.rotation, g))
+    shear = torch.tan(torch.deg2rad(_uniform(n, -affine.shear, affine.shear, g)))
+    size = _uniform(n, 1 - affine.scale, 1 + affine.scale, g)
+    aspect = torch.exp(_uniform(n, -math.log1p(affine.aspect), math.log1p(affine.aspect), g))
+    shift = _uniform(2 * n, -1, 1, g).view(n, 2)  # fraction of the room the ink has, each axis
+    if elastic.alpha:
+        p["displacement"] = _uniform(n * 2 * elastic.grid**2, -1, 1, g).view(n, 2, elastic.grid, elastic.grid)
+        p["elastic_scale"] = torch.tensor([2 * elastic.alpha / w, 2 * elastic.alpha / h])
+
+    # Forward transform A (input → output, normalized coordinates): rotation · shear · (scale × aspect).
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    rotation = torch.stack([torch.stack([cos, -sin], 1), torch.stack([sin, cos], 1)], 1)
+    shearing = torch.eye(2).repeat(n, 1, 1)
+    shearing[:, 0, 1] = shear
+    scaling = torch.diag_embed(torch.stack([size * aspect.sqrt(), size / aspect.sqrt()], 1))
+    p["forward"] = rotation @ shearing @ scaling
+    p["wanted"] = shift * torch.tensor([2 * affine.translate / w, 2 * affine.translate / h])
+
+
+def _draw_contrast(p: _Parameters, n: int, cfg: Contrast, g: torch.Generator) -> None:
+    chosen = _chosen(n, cfg.p, g)
+    p["peak"] = torch.where(chosen, _uniform(n, cfg.min_peak, 1.0, g), 1.0)
+    log_gamma = math.log(cfg.gamma)
+    p["gamma"] = torch.where(chosen, torch.exp(_uniform(n, -log_gamma, log_gamma, g)), 1.0)
+
+
+# ---- the families, on the batch's device: no host round trip (no .item(), .tolist(), nonzero, mask index) ----
+
+def _stroke(x: torch.Tensor, amount: torch.Tensor) -> torch.Tensor:
     n = len(x)
-    amount = _uniform(n, -cfg.strength, cfg.strength, g) * _chosen(n, cfg.p, g)  # > 0 thicker, < 0 thinner
-    amount = amount.to(x.device).view(n, 1, 1, 1)
+    amount = amount.view(n, 1, 1, 1)
     thick = F.max_pool2d(x, 3, stride=1, padding=1)  # 2 pixels wider
     thin = -F.max_pool2d(-F.pad(x, (0, 1, 0, 1)), 2, stride=1)  # 1 pixel narrower
     # a pen too thin for the digit's own strokes would erase it: those digits keep their stroke
@@ -173,8 +257,9 @@ def _stroke(x: torch.Tensor, cfg: Stroke, g: torch.Generator) -> torch.Tensor:
     return x + amount.clamp(min=0) * (thick - x) + (-amount).clamp(min=0) * (thin - x)
 
 
-def _ink_box(x: torch.Tensor) -> torch.Tensor:
-    """Each image's ink bounding box in normalized coordinates (x0, y0, x1, y1), pixel centres in −1..1."""
+def _ink_box(x: torch.Tensor, field: torch.Tensor) -> torch.Tensor:
+    """Each image's ink bounding box in normalized coordinates (x0, y0, x1, y1), pixel centres in −1..1.
+    ``field``: (w, h), float32, on x's device."""
     n, _, h, w = x.shape
     ink = x[:, 0] > INK
     rows, cols = ink.any(dim=2), ink.any(dim=1)
@@ -184,121 +269,141 @@ def _ink_box(x: torch.Tensor) -> torch.Tensor:
     y1 = torch.where(rows, coords_y, -1).amax(dim=1)
     x0 = torch.where(cols, coords_x, w).amin(dim=1)
     x1 = torch.where(cols, coords_x, -1).amax(dim=1)
-    empty = y1 < 0  # a blank image: any box will do
-    box = torch.stack([x0, y0, x1, y1], dim=1).float()
-    box[empty] = torch.tensor([w / 2, h / 2, w / 2, h / 2], device=x.device)
-    size = torch.tensor([w, h, w, h], device=x.device)
+    empty = y1 < 0  # a blank image: any box will do (the field's centre)
+    size = field.repeat(2)  # (w, h, w, h)
+    box = torch.where(empty.view(n, 1), size / 2, torch.stack([x0, y0, x1, y1], dim=1).float())
     return (2 * box + 1) / size - 1
 
 
-def _geometry(x: torch.Tensor, affine: Affine, elastic: Elastic, g: torch.Generator) -> torch.Tensor:
+def _inverse(forward: torch.Tensor) -> torch.Tensor:
+    """Inverses of (n, 2, 2) matrices. On the CPU ``torch.linalg.inv``; elsewhere the closed form, because
+    ``linalg.inv`` reads its error flags back to the host (a wait for the GPU)."""
+    if not _fixed_shapes(forward):
+        return torch.linalg.inv(forward)
+    a, b, c, d = forward.flatten(1).unbind(1)
+    det = a * d - b * c
+    return torch.stack([d, -b, -c, a], dim=1).view(-1, 2, 2) / det.view(-1, 1, 1)
+
+
+def _geometry(x: torch.Tensor, p: dict[str, torch.Tensor], elastic: Elastic) -> torch.Tensor:
     """Affine and elastic in one ``grid_sample``: output pixel p reads the input at A⁻¹(p + d(p))."""
     n, _, h, w = x.shape
-    angle = torch.deg2rad(_uniform(n, -affine.rotation, affine.rotation, g))
-    shear = torch.tan(torch.deg2rad(_uniform(n, -affine.shear, affine.shear, g)))
-    size = _uniform(n, 1 - affine.scale, 1 + affine.scale, g)
-    aspect = torch.exp(_uniform(n, -math.log1p(affine.aspect), math.log1p(affine.aspect), g))
-    shift = _uniform(2 * n, -1, 1, g).view(n, 2)  # fraction of the room the ink has, each axis
-    displacement = None
-    if elastic.alpha:
-        displacement = _uniform(n * 2 * elastic.grid**2, -1, 1, g).view(n, 2, elastic.grid, elastic.grid)
-
-    # Forward transform A (input → output, normalized coordinates): rotation · shear · (scale × aspect).
-    cos, sin = torch.cos(angle), torch.sin(angle)
-    rotation = torch.stack([torch.stack([cos, -sin], 1), torch.stack([sin, cos], 1)], 1)
-    shearing = torch.eye(2).repeat(n, 1, 1)
-    shearing[:, 0, 1] = shear
-    scaling = torch.diag_embed(torch.stack([size * aspect.sqrt(), size / aspect.sqrt()], 1))
-    forward = (rotation @ shearing @ scaling).to(x.device)
+    forward, field = p["forward"], p["field"]
 
     # Keep the ink off the field's outer ring: its box's transformed corners (pixel centres) stay away from the ring
     # by what bilinear sampling spreads one input pixel to (|A| applied to a pixel) plus the elastic displacement.
     # A transform whose box would not fit is shrunk; then the translation is clamped to the room that is left.
     margin = forward.abs().sum(dim=2) + elastic.alpha  # (n, [x, y]), pixels
-    limit = (1 - (2 * margin + 1) / torch.tensor([w, h], device=x.device)).clamp(min=0.1)
-    box = _ink_box(x)
-    corners = torch.stack([box[:, [0, 1]], box[:, [2, 1]], box[:, [0, 3]], box[:, [2, 3]]], dim=1)  # (n, 4, 2)
+    limit = (1 - (2 * margin + 1) / field).clamp(min=0.1)
+    x0, y0, x1, y1 = _ink_box(x, field).unbind(1)
+    corners = torch.stack([x0, y0, x1, y0, x0, y1, x1, y1], dim=1).view(n, 4, 2)
     moved = corners @ forward.transpose(1, 2)
     low, high = moved.amin(dim=1), moved.amax(dim=1)
     fit = ((2 * limit) / (high - low).clamp(min=1e-6)).amin(dim=1).clamp(max=1.0)
     forward, low, high = forward * fit.view(n, 1, 1), low * fit.view(n, 1), high * fit.view(n, 1)
     room_low, room_high = -limit - low, limit - high  # the translations that keep it inside lie between the two
-    wanted = shift.to(x.device) * torch.tensor([2 * affine.translate / w, 2 * affine.translate / h], device=x.device)
-    translation = torch.minimum(torch.maximum(wanted, room_low), room_high)
+    translation = torch.minimum(torch.maximum(p["wanted"], room_low), room_high)
 
     ys = (2 * torch.arange(h, device=x.device) + 1) / h - 1
     xs = (2 * torch.arange(w, device=x.device) + 1) / w - 1
     points = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1).expand(n, h, w, 2)  # (n, h, w, [x, y])
-    if displacement is not None:
-        smooth = F.interpolate(displacement.to(x.device), size=(h, w), mode="bicubic", align_corners=True).clamp(-1, 1)
-        scale = torch.tensor([2 * elastic.alpha / w, 2 * elastic.alpha / h], device=x.device)
-        points = points + smooth.permute(0, 2, 3, 1) * scale
-    inverse = torch.linalg.inv(forward)
+    if elastic.alpha:
+        smooth = F.interpolate(p["displacement"], size=(h, w), mode="bicubic", align_corners=True).clamp(-1, 1)
+        points = points + smooth.permute(0, 2, 3, 1) * p["elastic_scale"]
+    inverse = _inverse(forward)
     grid = (points - translation.view(n, 1, 1, 2)).reshape(n, -1, 2) @ inverse.transpose(1, 2)
     return F.grid_sample(x, grid.view(n, h, w, 2), mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
-def _shift(x: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
-    """Each image moved by its own (x, y) shift in pixels, sub-pixel (bilinear)."""
-    n, _, h, w = x.shape
-    theta = torch.zeros(n, 2, 3, device=x.device)
+def _shift_theta(pixels: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """The (n, 2, 3) ``affine_grid`` matrices that move each image by its own (x, y) shift in pixels."""
+    theta = torch.zeros(len(pixels), 2, 3)
     theta[:, 0, 0] = theta[:, 1, 1] = 1
-    theta[:, :, 2] = -pixels * torch.tensor([2 / w, 2 / h], device=x.device)
-    grid = F.affine_grid(theta, [n, 1, h, w], align_corners=False)
+    theta[:, :, 2] = -pixels * torch.tensor([2 / w, 2 / h])
+    return theta
+
+
+def _shift_grid(theta: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """The ``grid_sample`` grid of ``_shift_theta``'s shifts."""
+    return F.affine_grid(theta, [len(theta), 1, h, w], align_corners=False)
+
+
+def _sample(x: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
-def _resolution(x: torch.Tensor, cfg: Resolution, g: torch.Generator) -> torch.Tensor:
+def _coarse(shifted: torch.Tensor, back: torch.Tensor, size: int) -> torch.Tensor:
+    """Digits already moved to their coarse pixels' phase, down-sampled to a size×size field, enlarged back and
+    moved back (``back``: the grid of the opposite shift)."""
+    small = F.interpolate(shifted, size=(size, size), mode="area")
+    return _sample(F.interpolate(small, size=shifted.shape[-2:], mode="bilinear", align_corners=False), back)
+
+
+def _resolution(x: torch.Tensor, p: dict[str, torch.Tensor], cfg: Resolution) -> torch.Tensor:
     """Down-sampled to a random field size (the coarse pixels at a random sub-pixel phase, as a scanner's grid falls
     anywhere on the page) and enlarged back; and/or a Gaussian blur of random width."""
     n, _, h, w = x.shape
-    sizes = torch.randint(cfg.low_min, cfg.low_max + 1, (n,), generator=g)
-    low = _chosen(n, cfg.p_low, g)
-    sigma = _uniform(n, 0.3, cfg.blur_sigma, g)
-    blur = _chosen(n, cfg.p_blur, g)
-    phase = _uniform(2 * n, -0.5, 0.5, g).view(n, 2) * (h / sizes).view(n, 1)  # where the coarse pixels fall, px
-    out = x
-    if low.any():
-        out = x.clone()
-        for size in sizes[low].unique().tolist():  # one resize per size drawn: at most low_max − low_min + 1
-            index = (low & (sizes == size)).nonzero().squeeze(1)
-            shift = phase[index].to(x.device)
-            index = index.to(x.device)
-            small = F.interpolate(_shift(x[index], shift), size=(size, size), mode="area")
-            out[index] = _shift(F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False), -shift)
-    if blur.any():
-        radius = math.ceil(2 * cfg.blur_sigma)
-        taps = torch.arange(-radius, radius + 1, dtype=torch.float32)
-        kernel = torch.exp(-0.5 * (taps / sigma.view(n, 1)) ** 2)
-        kernel = torch.where(blur.view(n, 1), kernel, (taps == 0).float())  # identity for the unblurred
-        kernel = (kernel / kernel.sum(dim=1, keepdim=True)).to(x.device)
+    out, sizes, there, back = x, p["low_size"], p["low_there"], p["low_back"]
+    if not _fixed_shapes(x):
+        # the chosen digits only, one resize per size drawn (the parameters are CPU tensors: nothing waits)
+        if sizes.any():
+            out = x.clone()
+            for size in sizes[sizes > 0].unique().tolist():  # at most low_max − low_min + 1
+                index = (sizes == size).nonzero().squeeze(1)
+                shifted = _sample(x[index], _shift_grid(there[index], h, w))
+                out[index] = _coarse(shifted, _shift_grid(back[index], h, w), size)
+    elif cfg.p_low:
+        # every digit at every size, each keeping its own: fixed shapes, nothing read back to the host. The shifts
+        # do not depend on the size: their grids and the shifted digits are made once (a launch-bound GPU step
+        # spends most of its time making each kernel's launch, not running it).
+        shifted, back = _sample(x, _shift_grid(there, h, w)), _shift_grid(back, h, w)
+        for size in range(cfg.low_min, cfg.low_max + 1):
+            out = torch.where((sizes == size).view(n, 1, 1, 1), _coarse(shifted, back, size), out)
+    if cfg.p_blur and (_fixed_shapes(x) or p["blur_any"].any()):
+        kernel = p["blur_kernel"]
+        radius = (kernel.shape[1] - 1) // 2
         # separable: one grouped convolution along each axis, every image with its own kernel
         out = F.conv2d(out.view(1, n, h, w), kernel.view(n, 1, 1, -1), padding=(0, radius), groups=n)
         out = F.conv2d(out, kernel.view(n, 1, -1, 1), padding=(radius, 0), groups=n).view(n, 1, h, w)
     return out
 
 
-def _contrast(x: torch.Tensor, cfg: Contrast, g: torch.Generator) -> torch.Tensor:
-    n = len(x)
-    chosen = _chosen(n, cfg.p, g)
-    peak = torch.where(chosen, _uniform(n, cfg.min_peak, 1.0, g), 1.0)
-    log_gamma = math.log(cfg.gamma)
-    gamma = torch.where(chosen, torch.exp(_uniform(n, -log_gamma, log_gamma, g)), 1.0)
-    view = (n, 1, 1, 1)
-    return peak.to(x.device).view(view) * x.clamp(0, 1) ** gamma.to(x.device).view(view)
+def _contrast(x: torch.Tensor, peak: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
+    view = (len(x), 1, 1, 1)
+    return peak.view(view) * x.clamp(0, 1) ** gamma.view(view)
 
 
 def augment(images: torch.Tensor, cfg: Augmentation, generator: torch.Generator) -> torch.Tensor:
     """uint8 images (N, 28, 28) or (N, 1, 28, 28), 0–255 → float32 (N, 1, 28, 28), 0–255, each image distorted
-    with its own parameters from ``generator`` (a CPU generator; its draws do not depend on the batch's device)."""
+    with its own parameters from ``generator`` (a CPU generator; its draws do not depend on the batch's device).
+
+    All of a batch's parameters are drawn first, on the CPU, in the order the families are applied, and reach the
+    batch's device in one asynchronous copy; the distortions themselves never read anything back from it."""
     x = images.reshape(-1, 1, *images.shape[-2:]).float() / 255
-    if cfg.stroke.p:
-        x = _stroke(x, cfg.stroke, generator)
-    if cfg.resolution.p_low or cfg.resolution.p_blur:
-        x = _resolution(x, cfg.resolution, generator)
-    a = cfg.affine
-    if any([a.rotation, a.scale, a.aspect, a.shear, a.translate, cfg.elastic.alpha]):
-        x = _geometry(x, a, cfg.elastic, generator)
-    if cfg.contrast.p:
-        x = _contrast(x, cfg.contrast, generator)
+    n, _, h, w = x.shape
+    a, r = cfg.affine, cfg.resolution
+    stroke, resolution = bool(cfg.stroke.p), bool(r.p_low or r.p_blur)
+    geometry = any([a.rotation, a.scale, a.aspect, a.shear, a.translate, cfg.elastic.alpha])
+    contrast = bool(cfg.contrast.p)
+
+    drawn = _Parameters()
+    if stroke:
+        _draw_stroke(drawn, n, cfg.stroke, generator)
+    if resolution:
+        _draw_resolution(drawn, n, h, w, r, generator)
+    if geometry:
+        _draw_geometry(drawn, n, h, w, a, cfg.elastic, generator)
+        drawn["field"] = torch.tensor([w, h], dtype=torch.float32)
+    if contrast:
+        _draw_contrast(drawn, n, cfg.contrast, generator)
+    p = drawn.to(x.device)
+
+    if stroke:
+        x = _stroke(x, p["stroke"])
+    if resolution:
+        x = _resolution(x, p, r)
+    if geometry:
+        x = _geometry(x, p, cfg.elastic)
+    if contrast:
+        x = _contrast(x, p["peak"], p["gamma"])
     return x.clamp(0, 1) * 255
