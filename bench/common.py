@@ -151,7 +151,8 @@ def trainer_fit(name: str, seed: int, epochs: int, data_dir: str = DATA_DIR, cal
 
 
 def plain_loop(name: str, seed: int, epochs: int, steps: int | None = None, bare: bool = False,
-               data_dir: str = DATA_DIR, max_seconds: float | None = None, stop_at: float | None = None) -> dict:
+               data_dir: str = DATA_DIR, max_seconds: float | None = None, stop_at: float | None = None,
+               device: str = "cpu") -> dict:
     """The recipe's network, optimizer and schedule (warm-up or OneCycle stepped per batch) in a plain PyTorch loop.
 
     ``bare=False``, the tutorials' loop, the baseline: torchvision's MNIST (all 60,000 training images) with
@@ -159,7 +160,8 @@ def plain_loop(name: str, seed: int, epochs: int, steps: int | None = None, bare
     trick mnist_lit uses without Lightning: the DataModule's training split as one uint8 tensor, a batch by one
     indexing operation, ``normalize`` per batch, channels_last, a foreach optimizer. Both score the official 10,000
     test digits. ``stop_at``: a test after every epoch (``curve``), not counted as training, and a stop once it
-    reaches that; ``max_seconds`` caps training (checked every step), ``steps`` each epoch."""
+    reaches that; ``max_seconds`` caps training (checked every step), ``steps`` each epoch. ``device``: where the
+    network trains, each batch copied there with ``.to(device)`` (the device synchronised at each epoch's ends)."""
     import torch
     import torch.nn.functional as F
     from torch.utils.data import DataLoader
@@ -173,7 +175,8 @@ def plain_loop(name: str, seed: int, epochs: int, steps: int | None = None, bare
     hp = {**PLAIN_DEFAULTS, **cfg["model"]}
     norm, batch = hp["normalization"], cfg["data"]["batch_size"]
     torch.manual_seed(seed)
-    net = build_net(hp["net"])
+    net, device = build_net(hp["net"]).to(device), torch.device(device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else lambda: None
     conv = bare and any(isinstance(m, torch.nn.Conv2d) for m in net.modules())
     if conv:
         net.to(memory_format=torch.channels_last)
@@ -210,17 +213,19 @@ def plain_loop(name: str, seed: int, epochs: int, steps: int | None = None, bare
     def test_accuracy() -> float:
         net.eval()
         with torch.no_grad():
-            correct = sum(int((net(normalize(x, norm)).argmax(1) == y).sum())
+            correct = sum(int((net(normalize(x, norm).to(device)).argmax(1) == y.to(device)).sum())
                           for x, y in zip(test_set[0].split(1000), test_set[1].split(1000)))
         net.train()
         return correct / len(test_set[1])
 
     seconds, samples, points = [], 0, []
     for epoch in range(epochs):
+        sync()
         trained, start = sum(seconds), time.perf_counter()
         for i, (x, y) in enumerate(batches(epoch)):
             if i >= per_epoch or max_seconds and trained + time.perf_counter() - start > max_seconds:
                 break
+            x, y = x.to(device), y.to(device)
             loss = F.cross_entropy(net(x), y)
             opt.zero_grad()
             loss.backward()
@@ -228,6 +233,7 @@ def plain_loop(name: str, seed: int, epochs: int, steps: int | None = None, bare
             if schedule:
                 schedule.step()
             samples += len(y)
+        sync()
         seconds.append(time.perf_counter() - start)
         if stop_at:
             points.append({"epoch": epoch, "seconds": sum(seconds), "test_acc": test_accuracy()})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import itertools
 from pathlib import Path
 
 import lightning as L
@@ -189,10 +190,51 @@ class EMAWeights(WeightAveraging):
             update_starting_at_step: the average starts as a copy of the weights after this many steps.
         """
         super().__init__(avg_fn=ema_with_warm_up(decay))
+        self.decay = decay
+        self._updates = 0
         self.update_starting_at_step = update_starting_at_step
 
     def should_update(self, step_idx: int | None = None, epoch_idx: int | None = None) -> bool:
         return step_idx is not None and step_idx >= self.update_starting_at_step
+
+    # Adapter (docs/design.md, "Dependencies' internals"): torch's AveragedModel.update_parameters reads its update
+    # count back to the host twice per call (`bool(self.n_averaged == 0)`, `if self.n_averaged > 0`), which on a GPU
+    # stalls every training step, and calls the average once per tensor (6 ms a step for `best` on an H200). Neither
+    # torch nor Lightning's WeightAveraging offers a way around it, so the update is done here: the same decay as
+    # ema_with_warm_up, bit for bit, as one foreach lerp, with the count kept on the host (`_updates`) and mirrored in
+    # the AveragedModel's `n_averaged` buffer, so checkpoints (`averaging_state`, `current_model_state`) stay
+    # Lightning's. It touches WeightAveraging's `_average_model` and `_latest_update_step`;
+    # tests/test_ema_adapter.py fails if they, or the upstream gap, change.
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        self._updates = 0  # a new AveragedModel: n_averaged is 0
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch,
+                           batch_idx: int) -> None:  # WeightAveraging's, with update_average for update_parameters
+        if trainer.global_step > self._latest_update_step and self.should_update(step_idx=trainer.global_step - 1):
+            self.update_average(pl_module)
+            self._latest_update_step = trainer.global_step
+
+    @torch.no_grad()
+    def update_average(self, pl_module: L.LightningModule) -> None:
+        """``AveragedModel.update_parameters`` (with buffers) for ``ema_with_warm_up``: the first update copies the
+        weights, each later one moves every floating-point tensor towards the model's by 1 − ramp (computed in
+        float32 as ema_with_warm_up does), and integer buffers are copied."""
+        average = self._average_model
+        averaged = list(itertools.chain(average.module.parameters(), average.module.buffers()))
+        current = list(itertools.chain(pl_module.parameters(), pl_module.buffers()))
+        if self._updates == 0:
+            torch._foreach_copy_(averaged, current)
+        else:
+            count = torch.tensor(self._updates, dtype=torch.float32)
+            weight = float(1 - ((1 + count) / (10 + count)).clamp(max=self.decay))
+            floats = [i for i, a in enumerate(averaged) if a.is_floating_point()]
+            torch._foreach_lerp_([averaged[i] for i in floats], [current[i] for i in floats], weight)
+            for a, c in zip(averaged, current, strict=True):
+                if not a.is_floating_point():  # BatchNorm's num_batches_tracked
+                    a.copy_(c)
+        average.n_averaged.add_(1)
+        self._updates += 1
 
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.state.fn == TrainerFn.FITTING:  # a later validate() keeps the checkpoint's weights
@@ -205,6 +247,7 @@ class EMAWeights(WeightAveraging):
     def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
         if trainer.state.fn == TrainerFn.FITTING:  # resuming: the average and the raw weights both come back
             super().on_load_checkpoint(trainer, pl_module, checkpoint)
+            self._updates = int(self._average_model.n_averaged)  # once, before training: the count on the host
 
 
 class DivergenceStop(EarlyStopping):
