@@ -1,32 +1,23 @@
-"""How close mnist_lit comes to the limit: its epoch against a bare PyTorch loop with every trick it uses and no
-Lightning; same network, recipe, data split, batch-order rule and seed.
+"""mnist_lit's epoch (``trainer_fit`` and the CLI) against a bare PyTorch loop with its tricks and no Lightning.
 
     python -m bench.bare_loop                          # mlp, cnn3block, fast; seeds 0 1; 2 epochs: bench/BARE_LOOP.md
     python -m bench.bare_loop --only fast --seeds 0 1 2
-
-bare: ``bench.common.plain_loop(bare=True)``. Trainer: ``bench.common.trainer_fit``. CLI: ``fit --model NAME`` as a
-user runs it (TensorBoard, checkpoints, progress bar, callbacks, an evaluation after each epoch). An epoch is timed
-from its first step to the end of its last (for mnist_lit by ``EpochClock``), so start-up and evaluation are not in
-it. Each run is a fresh process; the sides take turns, seed by seed.
 """
-
-from __future__ import annotations
 
 import json
 import os
 import statistics
-import tempfile
 import time
 
 import lightning as L
 
-from bench.common import fit_cli, fresh, header, parser, table, trainer_fit, write
+from bench.common import arguments, fit_cli, fresh, header, option, table, trainer_fit, write
 
 SIDES = ("bare", "Trainer", "CLI")
 
 
 class EpochClock(L.Callback):
-    """Each training epoch's seconds, start to end of its last step; also appended to $EPOCH_CLOCK_OUT if set."""
+    """Each training epoch's seconds, its first step to the end of its last; appended to $BENCH_RECORDS if set."""
 
     def __init__(self) -> None:
         self.seconds: list[float] = []
@@ -39,14 +30,13 @@ class EpochClock(L.Callback):
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         self.seconds.append(self.last - self.start)
-        if os.environ.get("EPOCH_CLOCK_OUT"):
-            with open(os.environ["EPOCH_CLOCK_OUT"], "a") as f:
+        if os.environ.get("BENCH_RECORDS"):
+            with open(os.environ["BENCH_RECORDS"], "a") as f:
                 f.write(json.dumps(self.seconds[-1]) + "\n")
 
 
 def trainer_side(name: str, seed: int, epochs: int, data_dir: str) -> list[float]:
-    clock = EpochClock()
-    trainer_fit(name, seed, epochs, data_dir=data_dir, callbacks=(clock,), test=False)
+    trainer_fit(name, seed, epochs, data_dir=data_dir, callbacks=(clock := EpochClock(),), test=False)
     return clock.seconds
 
 
@@ -55,20 +45,14 @@ def epochs_of(side: str, name: str, seed: int, epochs: int, data_dir: str) -> li
     if side != "CLI":
         return (fresh("bench.common:plain_loop", bare=True, **run)["epochs"] if side == "bare"
                 else fresh("bench.bare_loop:trainer_side", **run))
-    with tempfile.NamedTemporaryFile("r", suffix=".jsonl") as out:
-        fit_cli(["--model", name, "--seed_everything", str(seed), "--trainer.max_epochs", str(epochs),
-                 "--trainer.limit_train_batches", "1.0",  # whole epochs, as the other sides
-                 "--trainer.callbacks+=bench.bare_loop.EpochClock"], data_dir, env={"EPOCH_CLOCK_OUT": out.name})
-        return [json.loads(line) for line in out.read().splitlines()]
+    return fit_cli(name, seed, "--trainer.max_epochs", str(epochs), "--trainer.limit_train_batches", "1.0",  # all
+                   "--trainer.callbacks+=bench.bare_loop.EpochClock", data_dir=data_dir, bar=True)["records"]
 
 
 def main() -> None:
-    options = parser(__doc__, "BARE_LOOP.md")
-    options.add_argument("--only", nargs="*", default=["mlp", "cnn3block", "fast"])
-    options.add_argument("--seeds", type=int, nargs="*", default=[0, 1])
-    options.add_argument("--epochs", type=int, default=2)
-    opts = options.parse_args()
-
+    opts = arguments(__doc__, option("--only", nargs="*", default=["mlp", "cnn3block", "fast"]),
+                     option("--seeds", type=int, nargs="*", default=[0, 1]), option("--epochs", type=int, default=2),
+                     out="BARE_LOOP.md")
     rows, loads = [], []
     for net in opts.only:
         epochs: dict[str, list[float]] = {side: [] for side in SIDES}

@@ -1,8 +1,5 @@
-"""What the benchmarks share: the recipes, the data split, the one tutorial-loop baseline, runs of the CLI, runs in a
-fresh process, and the header every results file starts with. MNIST is read from $MNIST_LIT_DATA_DIR, else ./data.
-"""
-
-from __future__ import annotations
+"""What the benchmarks share: recipes, the data split, the tutorial-loop baseline, runs of the CLI and in a fresh
+process, every results file's header. MNIST is read from $MNIST_LIT_DATA_DIR, else ./data."""
 
 import argparse
 import csv
@@ -17,7 +14,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import date
 from importlib import import_module
 from importlib.metadata import version
 from pathlib import Path
@@ -36,13 +32,16 @@ def recipe(name: str) -> dict:
     return yaml.safe_load((ROOT / "configs" / f"{name}.yaml").read_text())
 
 
-def run(args: list[str], **kwargs) -> subprocess.CompletedProcess:
-    """A command to its end, its output captured as text; its exit status is the caller's to judge."""
+def run(args: list[str], **kwargs) -> subprocess.CompletedProcess:  # its exit status is the caller's to judge
     return subprocess.run(args, check=False, capture_output=True, text=True, **kwargs)
 
 
-def parser(doc: str, out: str | None = None, photos: bool = False) -> argparse.ArgumentParser:
-    """The script's options: --data-dir, --out (default ``bench/OUT``), with ``photos`` --ckpt and --count."""
+def option(flag: str, **keywords) -> tuple[str, dict]:
+    return flag, keywords
+
+
+def arguments(doc: str, *options: tuple[str, dict], out: str | None = None, photos: bool = False) -> argparse.Namespace:
+    """Parsed: --data-dir, --out (default bench/OUT), with ``photos`` --ckpt and --count, and each ``option(...)``."""
     parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     parser.add_argument("--data-dir", default=DATA_DIR, help="folder holding MNIST/raw")
     if out:
@@ -50,7 +49,9 @@ def parser(doc: str, out: str | None = None, photos: bool = False) -> argparse.A
     if photos:
         parser.add_argument("--ckpt", required=True, help="a .ckpt written by `python -m mnist_lit.cli fit`")
         parser.add_argument("--count", type=int, default=1000, help="photographed test digits (default 1000)")
-    return parser
+    for flag, keywords in options:
+        parser.add_argument(flag, **keywords)
+    return parser.parse_args()
 
 
 def commit() -> str:
@@ -61,19 +62,16 @@ def commit() -> str:
     return head + (" with uncommitted changes" if changed else "")
 
 
-def machine() -> str:
+def this_run() -> dict:
+    """This run's command line (as typed in the repository root), date, commit and machine."""
     import torch
 
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return (f"{platform.machine()}, {os.cpu_count()} CPUs ({torch.get_num_threads()} torch threads), {gpu}, "
-            f"1-minute load {os.getloadavg()[0]:.1f} when written; torch {torch.__version__}, lightning "
-            f"{version('lightning')}, Python {platform.python_version()}")
-
-
-def this_run() -> dict:
-    """This run's command line (as typed in the repository root), date, commit and machine."""
     return {"command": shlex.join(["python", "-m", f"bench.{Path(sys.argv[0]).stem}", *sys.argv[1:]]),
-            "date": str(date.today()), "commit": commit(), "machine": machine()}
+            "date": time.strftime("%Y-%m-%d"), "commit": commit(),
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs ({torch.get_num_threads()} torch threads), {gpu}, "
+                       f"1-minute load {os.getloadavg()[0]:.1f} when written; torch {torch.__version__}, lightning "
+                       f"{version('lightning')}, Python {platform.python_version()}"}
 
 
 def header(title: str, intro: str, runs: list[dict] | None = None) -> list[str]:
@@ -84,11 +82,10 @@ def header(title: str, intro: str, runs: list[dict] | None = None) -> list[str]:
 
 
 def table(*head: str) -> list[str]:
-    """A Markdown table's first two lines."""
     return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
 
 
-def write(path: str | Path, lines: list[str]) -> None:
+def write(path: str | Path, lines: list[str]) -> None:  # and show it
     Path(path).write_text("\n".join(lines) + "\n")
     print("\n".join(lines), flush=True)
 
@@ -108,28 +105,32 @@ def fresh(function: str, **kwargs) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def fit_cli(args: list[str], data_dir: str = DATA_DIR, cwd: str | None = None, env: dict | None = None) -> dict:
-    """``python -m mnist_lit.cli fit ARGS`` as a user runs it, in a temporary folder unless ``cwd``: its test accuracy,
-    best checkpoint and wall time. PYTHONPATH lets ``--trainer.callbacks+=bench.…`` find this package from there."""
-    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+def fit_cli(model: str, seed: int, *args: str, data_dir: str = DATA_DIR, bar: bool = False, cwd: str | None = None,
+            env: dict | None = None) -> dict:
+    """``python -m mnist_lit.cli fit --model MODEL --seed_everything SEED ARGS`` as a user runs it: test accuracy, best
+    checkpoint, wall time, command, and the JSON lines its callbacks (``bench.…``) appended to $BENCH_RECORDS."""
+    quiet = [] if bar else ["--trainer.enable_progress_bar", "false"]
+    args = ["--model", model, "--seed_everything", str(seed), *quiet, *args]
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))  # for callbacks in bench/
     with tempfile.TemporaryDirectory() as tmp:
-        Path(cwd or tmp).mkdir(parents=True, exist_ok=True)
-        start = time.perf_counter()
+        Path(cwd or tmp).mkdir(parents=True, exist_ok=True)  # where it runs: a temporary folder unless cwd
+        records, start = Path(tmp) / "records.jsonl", time.perf_counter()
         done = run([*CLI, "fit", *args, "--data.data_dir", data_dir], cwd=cwd or tmp,
-                   env={**os.environ, "PYTHONPATH": path, **(env or {})})
+                   env={**os.environ, "PYTHONPATH": path, "BENCH_RECORDS": str(records), **(env or {})})
         seconds = time.perf_counter() - start
+        records = [json.loads(line) for line in records.read_text().splitlines()] if records.exists() else []
     shown = shlex.join(["python", "-m", "mnist_lit.cli", "fit", *args])
     acc = re.search(r"^test accuracy: ([0-9.]+)$", done.stdout, re.MULTILINE)
     best = re.search(r"^best checkpoint: (.+)$", done.stdout, re.MULTILINE)
     if done.returncode != 0 or not acc:
         raise SystemExit(f"error: `{shown}` failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
-    return {"acc": float(acc.group(1)), "best": best and best.group(1), "seconds": seconds, "command": shown}
+    return {"acc": float(acc.group(1)), "best": best and best.group(1), "seconds": seconds, "command": shown,
+            "records": records}
 
 
 def trainer_fit(name: str, seed: int, epochs: int, data_dir: str = DATA_DIR, callbacks: tuple = (), test: bool = True,
                 precision: str = "32-true", compile_net: bool = False, **model) -> dict:
-    """``Trainer.fit`` of the recipe's MNISTClassifier (``model`` overrides its options) and MNISTDataModule, with no
-    logger, checkpoint, progress bar or evaluation; then the test set. Seconds: fit's wall time."""
+    """``Trainer.fit`` of the recipe (``model`` overrides its options) with no logger, checkpoint or evaluation."""
     import lightning as L
 
     from mnist_lit.data.datamodule import MNISTDataModule
@@ -137,8 +138,7 @@ def trainer_fit(name: str, seed: int, epochs: int, data_dir: str = DATA_DIR, cal
 
     cfg = recipe(name)
     L.seed_everything(seed, verbose=False)
-    dm = MNISTDataModule(data_dir=data_dir, **cfg["data"])
-    net = MNISTClassifier(**{**cfg["model"], **model})
+    dm, net = MNISTDataModule(data_dir=data_dir, **cfg["data"]), MNISTClassifier(**{**cfg["model"], **model})
     if compile_net:
         net.net.compile()  # in place: the state_dict keeps its keys; compile time counts as training time
     trainer = L.Trainer(max_epochs=epochs, limit_val_batches=0, logger=False, enable_checkpointing=False,
@@ -150,18 +150,11 @@ def trainer_fit(name: str, seed: int, epochs: int, data_dir: str = DATA_DIR, cal
     return {"seconds": seconds, "samples": trainer.num_training_batches * cfg["data"]["batch_size"] * epochs, "acc": acc}
 
 
-def plain_loop(name: str, seed: int, epochs: int, steps: int | None = None, bare: bool = False,
-               data_dir: str = DATA_DIR, max_seconds: float | None = None, stop_at: float | None = None,
-               device: str = "cpu") -> dict:
-    """The recipe's network, optimizer and schedule (warm-up or OneCycle stepped per batch) in a plain PyTorch loop.
-
-    ``bare=False``, the tutorials' loop, the baseline: torchvision's MNIST (all 60,000 training images) with
-    per-sample ``ToTensor``/``Normalize``, ``DataLoader(batch_size=the recipe's, shuffle=True)``. ``bare=True``, every
-    trick mnist_lit uses without Lightning: the DataModule's training split as one uint8 tensor, a batch by one
-    indexing operation, ``normalize`` per batch, channels_last, a foreach optimizer. Both score the official 10,000
-    test digits. ``stop_at``: a test after every epoch (``curve``), not counted as training, and a stop once it
-    reaches that; ``max_seconds`` caps training (checked every step), ``steps`` each epoch. ``device``: where the
-    network trains, each batch copied there with ``.to(device)`` (the device synchronised at each epoch's ends)."""
+def plain_loop(name: str, seed: int, epochs: int, steps: int | None = None, bare: bool = False, device: str = "cpu",
+               data_dir: str = DATA_DIR, max_seconds: float | None = None, stop_at: float | None = None) -> dict:
+    """The recipe's network, optimizer and schedule in a plain PyTorch loop, scored on the test digits. ``bare=False``:
+    the tutorials' loop (torchvision's MNIST, per-sample transforms, a DataLoader); ``bare=True``: mnist_lit's tricks
+    without Lightning. ``stop_at``: a test after each epoch (``curve``, untimed) and a stop once reached."""
     import torch
     import torch.nn.functional as F
     from torch.utils.data import DataLoader
@@ -184,8 +177,7 @@ def plain_loop(name: str, seed: int, epochs: int, steps: int | None = None, bare
         dm = MNISTDataModule(data_dir=data_dir, **cfg["data"])
         dm.prepare_data()
         dm.setup()
-        images, labels = dm.train_set.images, dm.train_set.labels
-        test_set = dm.test_set.images, dm.test_set.labels
+        images, labels, test_set = dm.train_set.images, dm.train_set.labels, (dm.test_set.images, dm.test_set.labels)
         per_epoch = len(labels) // batch
 
         def batches(epoch: int):
@@ -196,11 +188,9 @@ def plain_loop(name: str, seed: int, epochs: int, steps: int | None = None, bare
     else:
         mean, std = NORMALIZATIONS[norm]
         to_tensor = transforms.Compose([transforms.ToTensor(), transforms.Normalize((mean,), (std,))])
-        train = datasets.MNIST(data_dir, train=True, transform=to_tensor)
+        loader = DataLoader(datasets.MNIST(data_dir, train=True, transform=to_tensor), batch_size=batch, shuffle=True)
         official = datasets.MNIST(data_dir, train=False)
-        test_set = official.data, official.targets
-        loader = DataLoader(train, batch_size=batch, shuffle=True)
-        per_epoch, batches = len(loader), lambda epoch: iter(loader)
+        test_set, per_epoch, batches = (official.data, official.targets), len(loader), lambda epoch: iter(loader)
     per_epoch = min(per_epoch, steps or per_epoch)
     optimizer, options = ((torch.optim.SGD, {"momentum": hp["momentum"]}) if hp["optimizer"] == "sgd"
                           else (torch.optim.Adam, {"betas": tuple(hp["betas"])}))
@@ -226,9 +216,8 @@ def plain_loop(name: str, seed: int, epochs: int, steps: int | None = None, bare
             if i >= per_epoch or max_seconds and trained + time.perf_counter() - start > max_seconds:
                 break
             x, y = x.to(device), y.to(device)
-            loss = F.cross_entropy(net(x), y)
             opt.zero_grad()
-            loss.backward()
+            F.cross_entropy(net(x), y).backward()
             opt.step()
             if schedule:
                 schedule.step()
@@ -237,15 +226,13 @@ def plain_loop(name: str, seed: int, epochs: int, steps: int | None = None, bare
         seconds.append(time.perf_counter() - start)
         if stop_at:
             points.append({"epoch": epoch, "seconds": sum(seconds), "test_acc": test_accuracy()})
-            if points[-1]["test_acc"] >= stop_at:
-                break
-        if max_seconds and sum(seconds) > max_seconds:
+        if stop_at and points[-1]["test_acc"] >= stop_at or max_seconds and sum(seconds) > max_seconds:
             break
     return {"epochs": seconds, "seconds": sum(seconds), "samples": samples, "acc": test_accuracy(), "curve": points}
 
 
 def photo_folder(folder: Path, count: int, data_dir: str) -> tuple[list[Path], np.ndarray]:
-    """The first ``count`` test digits photographed (tests.digits.photograph, seed 0) as NNNN.png: paths, labels."""
+    """The first ``count`` test digits photographed (seed 0) as NNNN.png: paths, labels."""
     from tests.digits import photograph, test_digits
 
     digits, labels = test_digits(Path(data_dir), count)
@@ -258,12 +245,11 @@ def photo_folder(folder: Path, count: int, data_dir: str) -> tuple[list[Path], n
 
 def predict_images(ckpt: str, paths: list[Path], labels: np.ndarray, options: tuple | list = (),
                    cwd: Path | None = None) -> dict:
-    """``predict-images --format csv`` as a user runs it, launch to exit: wall time, images/s, accuracy (the label
-    from each file's name). Exit 1 (some file unreadable) is a result; any other failure stops the benchmark."""
+    """``predict-images --format csv``, launch to exit: wall time, images/s, accuracy (labels by file name)."""
     start = time.perf_counter()
     done = run([*CLI, "predict-images", "--ckpt", ckpt, "--format", "csv", *options, *map(str, paths)], cwd=cwd)
     seconds = time.perf_counter() - start
-    if done.returncode not in (0, 1):
+    if done.returncode not in (0, 1):  # 1: some file unreadable, a result; anything else stops the benchmark
         raise SystemExit(f"error: predict-images exited {done.returncode}:\n{done.stderr[-3000:]}")
     rows = list(csv.DictReader(done.stdout.splitlines()))
     correct = sum(r["digit"] != "" and int(r["digit"]) == labels[int(Path(r["path"]).stem)] for r in rows)

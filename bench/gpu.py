@@ -1,16 +1,9 @@
-"""The GPU benchmark for a short GPU slot (issue 24): every recipe's seconds per training epoch through the mnist_lit
-CLI beside the tutorials' own loop on the same GPU (bench/common.py's ``plain_loop``), `fast`'s training time to 99 %
-(CUDA events, after an untimed warm-up), `best`'s 20 epochs, peak GPU memory, the GPU, driver and library versions.
-
-OUT/GPU_RESULTS.md is rewritten after every measurement and epoch, so a run cut short keeps what it measured. A
-measurement starts only if the time left can hold it; the targets' come first; `best` stops after the epoch that
-passes the deadline. bench/gpu.sh adds a hard stop a minute past it.
+"""For a short GPU slot (issue 24): each recipe's epoch through the CLI beside the tutorials' loop, `fast`'s time to
+99 %, `best`'s 20 epochs; OUT/GPU_RESULTS.md is rewritten after every measurement and epoch, kept if cut off.
 
     python -m bench.gpu --out OUT                                   # about 6 minutes on an H200
     python -m bench.gpu --out /tmp/g --accel cpu --epoch-steps 5    # tries it on a CPU: 5 steps an epoch
 """
-
-from __future__ import annotations
 
 import copy
 import gc
@@ -22,14 +15,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import date
 from pathlib import Path
 
 import lightning as L
 import torch
 import torch.nn.functional as F
+import torchvision
 
-from bench.common import commit, parser, plain_loop, recipe, table
+from bench.common import arguments, commit, option, plain_loop, recipe, table
 
 ORDER = ["mlp", "lenet", "lenet5", "cnn3block", "cnn3block5x5", "bncnn", "fast", "best"]
 TUTORIAL_STEPS = 200  # the tutorials' loop: an untimed epoch of this many steps, then a timed one
@@ -42,14 +35,8 @@ def record(**fields) -> None:
     render()
 
 
-def left() -> float:
-    return OPTIONS.start + OPTIONS.deadline - time.time()
-
-
 class EpochTimer(L.Callback):
-    """Each training epoch's time (host clock and CUDA events; the GPU synchronised at the epoch's two ends only) and
-    the accuracies after it; ``warmup``: 3 untimed passes of a copy of the network on random digits before the first
-    step (kernels picked and loaded; the run's streams untouched); a stop after the epoch that passes ``stop_at``."""
+    """Each training epoch's time (host clock, CUDA events) and accuracies; ``warmup``: 3 untimed passes of a copy."""
 
     def __init__(self, run: str, warmup: bool = False, stop_at: float | None = None) -> None:
         self.run, self.warmup, self.stop_at, self.ended = run, warmup, stop_at, True
@@ -57,21 +44,18 @@ class EpochTimer(L.Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.device, start = pl_module.device, time.perf_counter()
         self.cuda = self.device.type == "cuda"
+        self.sync = (lambda: torch.cuda.synchronize(self.device)) if self.cuda else (lambda: None)
         if self.warmup:
             net, batch = copy.deepcopy(pl_module.net).train(), trainer.datamodule.hparams.batch_size
             with torch.random.fork_rng(devices=[self.device] if self.cuda else []), torch.enable_grad():
                 for _ in range(3):
                     x, y = torch.randn(batch, 1, 28, 28, device=self.device), torch.randint(0, 10, (batch,))
                     F.cross_entropy(net(x), y.to(self.device)).backward()
-            self._sync()
+            self.sync()
             record(run=self.run, kind="warmup", seconds=time.perf_counter() - start)
 
-    def _sync(self) -> None:
-        if self.cuda:
-            torch.cuda.synchronize(self.device)
-
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._sync()
+        self.sync()
         self.events = [torch.cuda.Event(enable_timing=True) for _ in range(2)] if self.cuda else []
         if self.events:
             self.events[0].record()
@@ -81,7 +65,7 @@ class EpochTimer(L.Callback):
         if not self.ended:
             if self.events:
                 self.events[1].record()
-            self._sync()
+            self.sync()
             self.ended, self.wall = True, time.perf_counter() - self.t0
             self.gpu = self.events[0].elapsed_time(self.events[1]) / 1000 if self.events else None
 
@@ -102,22 +86,8 @@ class EpochTimer(L.Callback):
         record(run=self.run, kind="test", acc=float(trainer.callback_metrics.get("test/acc", math.nan)))
 
 
-def machine() -> None:
-    import lightning
-    import torchvision
-
-    smi = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total,clocks.max.sm",
-                          "--format=csv,noheader"], capture_output=True, text=True, check=False) \
-        if OPTIONS.accel == "gpu" else None
-    record(kind="machine", gpu=smi.stdout.strip() if smi and smi.returncode == 0 else "no nvidia-smi",
-           torch=torch.__version__, cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version(),
-           lightning=lightning.__version__, torchvision=torchvision.__version__, python=platform.python_version(),
-           cpus=os.cpu_count(), commit=os.environ.get("COMMIT") or commit(), date=str(date.today()))
-
-
 def cli_fit(run: str, *args: str, warmup: bool = False, stop_at: float | None = None) -> None:
-    """``python -m mnist_lit.cli fit --model RUN ARGS`` in this process (imports and CUDA start-up paid once), with
-    EpochTimer appended to its callbacks, in a folder of its own."""
+    """``fit --model RUN ARGS`` in this process (start-up paid once), EpochTimer appended, in a folder of its own."""
     from mnist_lit.training import cli
 
     steps = OPTIONS.epoch_steps
@@ -145,18 +115,22 @@ def cli_fit(run: str, *args: str, warmup: bool = False, stop_at: float | None = 
 
 
 def tutorial(name: str) -> None:
-    """The tutorials' loop (plain_loop, bare=False: per-sample ToTensor/Normalize, a shuffling DataLoader, each batch
-    copied with .to(device)) on this device: an untimed epoch of TUTORIAL_STEPS steps, then a timed one."""
+    """The tutorials' loop (plain_loop) on this device: an untimed epoch of TUTORIAL_STEPS steps, then a timed one."""
     steps = OPTIONS.epoch_steps or TUTORIAL_STEPS
     result = plain_loop(name, 0, 2, steps=steps, data_dir=OPTIONS.data_dir,
                         device="cuda" if OPTIONS.accel == "gpu" else "cpu")
-    batch = recipe(name)["data"]["batch_size"]
-    record(kind="tutorial", recipe=name, seconds=result["epochs"][1], steps=min(steps, math.ceil(60000 / batch)),
-           per_epoch=math.ceil(60000 / batch))
+    per_epoch = math.ceil(60000 / recipe(name)["data"]["batch_size"])
+    record(kind="tutorial", recipe=name, seconds=result["epochs"][1], steps=min(steps, per_epoch), per_epoch=per_epoch)
 
 
 def run() -> None:
-    machine()
+    smi = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total,clocks.max.sm",
+                          "--format=csv,noheader"], capture_output=True, text=True, check=False) \
+        if OPTIONS.accel == "gpu" else None
+    record(kind="machine", gpu=smi.stdout.strip() if smi and smi.returncode == 0 else "no nvidia-smi",
+           torch=torch.__version__, cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version(),
+           lightning=L.__version__, torchvision=torchvision.__version__, python=platform.python_version(),
+           cpus=os.cpu_count(), commit=os.environ.get("COMMIT") or commit(), date=time.strftime("%Y-%m-%d"))
     two = ["--trainer.max_epochs", "2"]
     plan = [("fast", lambda: cli_fit("fast", warmup=True)), ("cli cnn3block", lambda: cli_fit("cnn3block", *two)),
             ("tutorial cnn3block", lambda: tutorial("cnn3block")),
@@ -166,8 +140,8 @@ def run() -> None:
         plan += [(f"cli {name}", lambda r=name: cli_fit(r, *two)), (f"tutorial {name}", lambda r=name: tutorial(r))]
     plan += [(f"tutorial {name}", lambda r=name: tutorial(r)) for name in ("fast", "best")]
     for name, measure in plan:
-        if left() < (60 if name == "best" else 10):
-            record(kind="skipped", what=name, left=left())
+        if (left := OPTIONS.start + OPTIONS.deadline - time.time()) < (60 if name == "best" else 10):
+            record(kind="skipped", what=name, left=left)
             continue
         print(f"== [{time.time() - OPTIONS.start:.0f} s] {name}", flush=True)
         try:
@@ -183,8 +157,7 @@ def render() -> None:
     epochs = lambda run: [r for r in rows if r.get("run") == run and r["kind"] == "epoch"]
     of = lambda kind, key: {r[key]: r for r in rows if r["kind"] == kind}
     fits, tests, tut = of("fit", "run"), of("test", "run"), of("tutorial", "recipe")
-    f2 = lambda v, d=2: "–" if v is None else f"{v:.{d}f}"
-    pct = lambda r: f"{100 * r['acc']:.2f} %" if r else "–"
+    f2, pct = lambda v, d=2: "–" if v is None else f"{v:.{d}f}", lambda r: f"{100 * r['acc']:.2f} %" if r else "–"
     lines = ["# mnist_lit on the GPU: python -m bench.gpu", "",
              (f"Date: {m.get('date')}. Machine: {m.get('gpu')} (name, driver, memory, max SM clock); {m.get('cpus')} "
              f"CPUs; torch {m.get('torch')} (CUDA {m.get('cuda')}, cuDNN {m.get('cudnn')}), lightning "
@@ -211,8 +184,7 @@ def render() -> None:
               "epochs); the tutorials' loop on all 60,000, its epoch extrapolated from the steps timed after an "
               "untimed epoch of as many. Accuracies after two epochs are not the recipes'."), "",
               "## `fast`: training time to 99 % test accuracy", ""]
-    gpu = wall = 0.0
-    reached = None
+    gpu, wall, reached = 0.0, 0.0, None
     for e in epochs("fast"):
         gpu, wall = None if e["gpu"] is None else (gpu or 0.0) + e["gpu"], wall + e["wall"]
         if reached is None and e.get("test/acc", 0) >= 0.99:
@@ -243,14 +215,11 @@ def render() -> None:
 
 def main() -> None:
     global OPTIONS
-    options = parser(__doc__)
-    options.add_argument("--out", required=True, help="the folder GPU_RESULTS.md is written to")
-    options.add_argument("--deadline", type=float, default=480, help="seconds (default 480)")
-    options.add_argument("--accel", choices=["gpu", "cpu"], default="gpu")
-    options.add_argument("--epoch-steps", type=int, default=0, help="a dry run: steps per epoch")
-    OPTIONS = options.parse_args()
+    OPTIONS = arguments(__doc__, option("--out", required=True, help="the folder GPU_RESULTS.md is written to"),
+                        option("--deadline", type=float, default=480, help="seconds (default 480)"),
+                        option("--accel", choices=["gpu", "cpu"], default="gpu"),
+                        option("--epoch-steps", type=int, default=0, help="a dry run: steps per epoch"))
     OPTIONS.start, OPTIONS.out = time.time(), str(Path(OPTIONS.out).resolve())
-    os.environ["PYTHONUNBUFFERED"] = "1"
     Path(OPTIONS.out).mkdir(parents=True, exist_ok=True)
     run()
     print((Path(OPTIONS.out) / "GPU_RESULTS.md").read_text())

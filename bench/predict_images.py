@@ -1,14 +1,8 @@
-"""How fast ``predict-images`` reads photographed digits on CPU, how long one image takes, and how many it gets right.
+"""How fast ``predict-images`` reads photographed digits on CPU, how long ONE takes, and how many it gets right.
 
     python -m bench.predict_images --ckpt PATH       # 1,000 photos, 5 latency runs: PREDICT.md, contact_sheet.png
     python -m bench.predict_images --ckpt PATH --count 40 --repeats 1 --out-dir /tmp/smoke   # a smoke run
-
-The first ``--count`` MNIST test digits, photographed (``tests.digits.photograph``) and saved as RGB PNGs, are read
-by the real command, timed from launch to exit: the whole folder, with and without ``--no-preprocess``; ONE image,
-launch to its prediction line, ``--repeats`` times; the first 24 photos into a contact sheet.
 """
-
-from __future__ import annotations
 
 import statistics
 import subprocess
@@ -16,7 +10,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import CLI, ROOT, checkpoint, header, parser, photo_folder, predict_images, table, write
+from bench.common import CLI, ROOT, arguments, checkpoint, header, option, photo_folder, predict_images, table, write
 
 SHOWN = "python -m mnist_lit.cli predict-images"
 SHEET_IMAGES = 24
@@ -37,22 +31,18 @@ def first_prediction(ckpt: str, image: Path, cwd: Path) -> float:
 
 
 def main() -> None:
-    options = parser(__doc__, photos=True)
-    options.add_argument("--repeats", type=int, default=5, help="one-image latency runs (default 5)")
-    options.add_argument("--out-dir", default=str(ROOT / "bench"), help="where PREDICT.md and contact_sheet.png go")
-    opts = options.parse_args()
+    opts = arguments(__doc__, option("--repeats", type=int, default=5, help="one-image latency runs (default 5)"),
+                     option("--out-dir", default=str(ROOT / "bench"), help="PREDICT.md's folder"), photos=True)
     if opts.count < 2 or opts.repeats < 1:
-        options.error("--count must be at least 2 and --repeats at least 1")
+        raise SystemExit("error: --count must be at least 2 and --repeats at least 1")
     (ckpt, net), out_dir = checkpoint(opts.ckpt), Path(opts.out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
-
     with tempfile.TemporaryDirectory(prefix="bench_predict_") as tmp:
         cwd = Path(tmp)  # the command writes nothing, but run it where anything it did write would vanish
         photos, labels = photo_folder(cwd / "photos", opts.count, opts.data_dir)
         one = cwd / "single" / photos[0].name  # alone in its folder: the latency run reads no more than one file
         one.parent.mkdir()
         one.write_bytes(photos[0].read_bytes())
-
         first_prediction(ckpt, one, cwd)  # warm-up, not counted: torch and the checkpoint into the page cache
         pre = predict_images(ckpt, [cwd / "photos"], labels, cwd=cwd)
         plain = predict_images(ckpt, [cwd / "photos"], labels, ["--no-preprocess"], cwd=cwd)
@@ -63,15 +53,11 @@ def main() -> None:
             raise SystemExit("error: the contact sheet run failed")
 
     startup = statistics.median(latencies)  # launch to one image predicted: start-up, checkpoint load, one image
-
-    def rate(r: dict) -> str:
-        rest = r["seconds"] - startup
-        return (f"{(r['n'] - 1) / rest:.1f} images/s ({1000 * rest / (r['n'] - 1):.1f} ms per image)" if rest > 0
-                else "n/a (start-up is all of it)")
-
-    cells = {  # the table's rows: each side's figure from its run
+    cells = {  # the table's rows, each side's figure from its run
         f"throughput, {opts.count:,} photos": lambda r: f"{r['per_s']:.1f} images/s ({r['seconds']:.2f} s)",
-        "after start-up ¹": rate,
+        "after start-up ¹": lambda r: "n/a (start-up is all of it)" if r["seconds"] <= startup else (
+            f"{(r['n'] - 1) / (r['seconds'] - startup):.1f} images/s "
+            f"({1000 * (r['seconds'] - startup) / (r['n'] - 1):.1f} ms per image)"),
         "accuracy on the photos": lambda r: f"{100 * r['correct'] / r['n']:.1f} % ({r['correct']}/{r['n']}"
                                             + (f", {r['failed']} failed)" if r["failed"] else ")"),
     }
@@ -82,20 +68,15 @@ def main() -> None:
         "as a subprocess, so Python and torch start-up and the checkpoint load are included; one untimed run first "
         "warms the page cache.",
     ) + table("measurement", "preprocessed (default)", "`--no-preprocess`") + [
-        *(f"| {name} | {cell(pre)} | {cell(plain)} |" for name, cell in cells.items()),
-        "",
+        *(f"| {name} | {cell(pre)} | {cell(plain)} |" for name, cell in cells.items()), "",
         (f"First prediction for ONE photo, launch to its line on stdout, {opts.repeats} runs: median {startup:.2f} s "
-         f"(min {min(latencies):.2f} s, max {max(latencies):.2f} s)."),
-        "",
+         f"(min {min(latencies):.2f} s, max {max(latencies):.2f} s)."), "",
         ("¹ (count − 1) / (throughput wall time − median first-prediction latency): the rate once Python, torch and "
          "the checkpoint are loaded; an estimate from two separate runs, noisy when start-up is most of the wall time."),
-        "",
-        (f"Commands timed: `{SHOWN} --ckpt CKPT --format csv PHOTOS` (and with `--no-preprocess`); `{SHOWN} --ckpt "
-         f"CKPT ONE.png`; `{SHOWN} --ckpt CKPT --format csv --sheet contact_sheet.png` with the first "
-         f"{SHEET_IMAGES} photos ({shown['correct']} of {SHEET_IMAGES} correct):"),
-        "",
-        "![contact sheet: each photo with its predicted digit and probability](contact_sheet.png)",
-    ])
+        "", (f"Commands timed: `{SHOWN} --ckpt CKPT --format csv PHOTOS` (and with `--no-preprocess`); `{SHOWN} --ckpt "
+             f"CKPT ONE.png`; `{SHOWN} --ckpt CKPT --format csv --sheet contact_sheet.png` with the first "
+             f"{SHEET_IMAGES} photos ({shown['correct']} of {SHEET_IMAGES} correct):"),
+        "", "![contact sheet: each photo with its predicted digit and probability](contact_sheet.png)"])
 
 
 if __name__ == "__main__":

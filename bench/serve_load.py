@@ -1,17 +1,8 @@
-"""How ``serve`` holds up under concurrent clients, side by side with ``predict-images`` on the same photos (CPU).
+"""How ``serve`` holds up under concurrent keep-alive clients, beside ``predict-images`` on the same photos (CPU).
 
     python -m bench.serve_load --ckpt PATH                                   # bench/SERVE.md
-    python -m bench.serve_load --ckpt PATH --serve-options '--max-batch-size 1' --out /tmp/SERVE-mbs1.md
-    python -m bench.serve_load --ckpt PATH --requests 300 --levels 1 8 --out /tmp/SERVE-smoke.md
-
-``predict-images`` reads the first ``--count`` MNIST test digits, photographed, from a folder (launch to exit);
-``serve``, started as a user starts it and warmed up, gets ``--requests`` of them per level as ``{"image": base64
-PNG}``, from that many clients at once, each sending its next request when its last is answered (keep-alive; a small
-asyncio HTTP/1.1 client in this process, on the same CPUs): requests/s, latency percentiles, the batch sizes the
-server formed, errors (anything but a 200 with a digit), accuracy, and the CPU time per request of server and clients.
+    python -m bench.serve_load --ckpt PATH --serve-options '--max-batch-size 1' --requests 300 --out /tmp/SERVE-mbs1.md
 """
-
-from __future__ import annotations
 
 import asyncio
 import base64
@@ -19,33 +10,15 @@ import json
 import os
 import re
 import shlex
-import signal
-import socket
 import statistics
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from bench.common import CLI, checkpoint, header, parser, photo_folder, predict_images, table, write
-
-
-def start_server(ckpt: str, options: list[str], log: Path) -> tuple[subprocess.Popen, int, float]:
-    """``serve`` as a user starts it, on a free port: the process, its port, the seconds until it said ``ready:``."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    start = time.perf_counter()
-    proc = subprocess.Popen([*CLI, "serve", "--ckpt", ckpt, "--port", str(port), *options], stdout=log.open("w"),
-                            stderr=subprocess.STDOUT, cwd=log.parent)
-    while "ready:" not in log.read_text():
-        if proc.poll() is not None or time.perf_counter() - start > 180:
-            proc.terminate()
-            raise SystemExit(f"error: serve exited or was not ready in 180 s:\n{log.read_text()[-3000:]}")
-        time.sleep(0.2)
-    return proc, port, time.perf_counter() - start
+from bench.common import arguments, checkpoint, header, option, photo_folder, predict_images, table, write
+from tests.serving import ServeProcess
 
 
 def cpu_seconds(pid: int) -> float:
@@ -59,8 +32,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 async def load_level(port: int, clients: int, total: int, bodies: list[bytes], labels: np.ndarray, server: int) -> dict:
-    """``clients`` keep-alive connections sending ``total`` POST /predict between them, as fast as answered; the CPU
-    ms per request of the ``server`` process tree and of this one."""
+    """``clients`` connections sending ``total`` POST /predict between them, each its next when its last is answered."""
     sent, latencies, batches, errors, correct = 0, [], [], [], 0
 
     async def client() -> None:
@@ -102,30 +74,24 @@ async def load_level(port: int, clients: int, total: int, bodies: list[bytes], l
 
 
 def main() -> None:
-    options = parser(__doc__, "SERVE.md", photos=True)
-    options.add_argument("--requests", type=int, default=3000, help="requests per concurrency level (default 3000)")
-    options.add_argument("--levels", type=int, nargs="+", default=[1, 8, 32, 64], help="concurrent clients")
-    options.add_argument("--serve-options", default="", help="options for serve, e.g. '--max-batch-size 1'")
-    opts = options.parse_args()
+    opts = arguments(__doc__, option("--requests", type=int, default=3000, help="requests per level (default 3000)"),
+                     option("--levels", type=int, nargs="+", default=[1, 8, 32, 64], help="concurrent clients"),
+                     option("--serve-options", default="", help="e.g. '--workers 2'"), out="SERVE.md", photos=True)
     ckpt, net = checkpoint(opts.ckpt)
-
     with tempfile.TemporaryDirectory(prefix="bench_serve_") as tmp:
         tmp = Path(tmp)
         photos, labels = photo_folder(tmp / "photos", opts.count, opts.data_dir)
         bodies = [json.dumps({"image": base64.b64encode(p.read_bytes()).decode()}).encode() for p in photos]
         size = statistics.median(p.stat().st_size for p in photos)
         offline = predict_images(ckpt, [tmp / "photos"], labels, cwd=tmp)
-        server, port, ready = start_server(ckpt, shlex.split(opts.serve_options), tmp / "serve.log")
-        levels = []
+        server = ServeProcess(Path(ckpt), *shlex.split(opts.serve_options), cwd=tmp / "serve")  # as a user starts it
         try:
-            asyncio.run(load_level(port, 8, min(400, opts.requests), bodies, labels, server.pid))  # warm-up, not counted
-            for clients in opts.levels:
-                levels.append(r := asyncio.run(load_level(port, clients, opts.requests, bodies, labels, server.pid)))
-                print(f"{clients} clients: {r['per_s']:.1f} requests/s, {len(r['errors'])} errors", flush=True)
+            ready, port, pid = server.wait_ready(180), server.port, server.proc.pid
+            asyncio.run(load_level(port, 8, min(400, opts.requests), bodies, labels, pid))  # warm-up, not counted
+            levels = [asyncio.run(load_level(port, n, opts.requests, bodies, labels, pid)) for n in opts.levels]
         finally:
-            server.send_signal(signal.SIGTERM)
-            server.wait(60)
-        log = (tmp / "serve.log").read_text()
+            server.stop()
+        log = server.stdout + server.stderr
 
     by_clients = {r["clients"]: r for r in levels}
     one = by_clients.get(1, levels[0])

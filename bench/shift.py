@@ -1,37 +1,23 @@
-"""Handwriting shift: MNIST test digits re-drawn as other writers, pens and devices would produce them, read by each
-recipe's checkpoint through ``predict-images``' own preprocessing.
+"""Handwriting shift: test digits re-drawn by other pens and devices, read through ``predict-images``' preprocessing.
 
     python -m bench.shift --count 500 --ckpt best=PATH --ckpt mlp=PATH ...   # bench/SHIFT.md (+ .json)
     python -m bench.shift --merge --count 500 --ckpt fast=PATH               # add (or redo) a row, keep the others
-    python -m bench.shift --count 50 --ckpt mlp=PATH --out /tmp/SHIFT.md     # a smoke run
 
-The first ``--count`` digits of the official MNIST *test* set (never trained on), one folder of image files per family,
-each digit drawn on a page the way a user would give it to ``predict-images`` (dark ink on light paper unless said):
-``photo``, photographed (``tests.digits.photograph``: 3–6× larger, off-centre); ``marker``, a thick marker (strokes
-widened by a 5–9 px max filter at 4× scale, solid black); ``pencil``, a thin pencil (strokes narrowed by a 3–5 px min
-filter at 4× scale, dark grey); ``small``, written small or scanned coarsely (the digit at 8–12 px high, enlarged 4–8×,
-nearest neighbour); ``blur``, out of focus (Gaussian blur of 0.75–1.5 MNIST pixels); ``slant``, slanted by 10–20°
-either way (a shear); ``offcentre``, a small digit (2× MNIST) anywhere on a 640×480 page; ``grey``, grey pencil on
-white paper (ink at 35–55 % darkness on paper of 235–250, grain σ 2.5 grey levels).
-
-Each file goes through ``mnist_lit.inference.predictor.predict_files`` (load, crop, scale to 20×20, centre of mass,
-the checkpoint's normalization), exactly as ``predict-images`` reads it. "clean" is the checkpoint's accuracy on all
-10,000 test digits as they are (no files, no preprocessing).
+The families (FAMILIES below), dark ink on light paper unless said: ``photo``, photographed; ``marker``, strokes widened
+(solid black); ``pencil``, narrowed (dark grey); ``small``, 8–12 px high, enlarged 4–8×; ``blur``; ``slant``, 10–20°
+either way; ``offcentre``, 2× MNIST on a 640×480 page; ``grey``, pale ink on grey, grainy paper.
 """
-
-from __future__ import annotations
 
 import json
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, ImageFilter
 
-from bench.common import header, parser, table, this_run, write
+from bench.common import arguments, header, option, table, this_run, write
 from mnist_lit.inference.predictor import Predictor, predict_files
 from tests.digits import photograph, test_digits
 
@@ -71,9 +57,8 @@ def slant(digit: np.ndarray, rng: np.random.Generator) -> Image.Image:
     wide = Image.new("L", (ink.width * 2, ink.height), 0)
     wide.paste(ink, (ink.width // 2, 0))
     # x_in = x_out + shear·(y − centre): the top leans right for a positive shear
-    slanted = wide.transform(wide.size, Image.Transform.AFFINE, (1, shear, -shear * ink.height / 2, 0, 1, 0),
-                             resample=Image.Resampling.BICUBIC)
-    return _on_paper(slanted, rng)
+    return _on_paper(wide.transform(wide.size, Image.Transform.AFFINE, (1, shear, -shear * ink.height / 2, 0, 1, 0),
+                                    resample=Image.Resampling.BICUBIC), rng)
 
 
 FAMILIES = {  # each draws a digit (white on black, uint8) with a random generator, as the docstring above says
@@ -92,13 +77,10 @@ FAMILIES = {  # each draws a digit (white on black, uint8) with a random generat
 
 
 def main() -> None:
-    options = parser(__doc__, "SHIFT.md")
-    options.add_argument("--ckpt", action="append", required=True, metavar="NAME=PATH",
-                         help="a row's name and its checkpoint (repeat for each row)")
-    options.add_argument("--count", type=int, default=1000, help="test digits per family (default 1000)")
-    options.add_argument("--merge", action="store_true",
-                         help="keep the rows of the .json beside --out (same --count) and add these")
-    opts = options.parse_args()
+    opts = arguments(__doc__, option("--ckpt", action="append", required=True, metavar="NAME=PATH", help="one per row"),
+                     option("--count", type=int, default=1000, help="test digits per family (default 1000)"),
+                     option("--merge", action="store_true", help="keep the rows of the .json (same --count)"),
+                     out="SHIFT.md")
     saved_at = Path(opts.out).with_suffix(".json")
     saved = (json.loads(saved_at.read_text()) if opts.merge and saved_at.exists()
              else {"count": opts.count, "seed": 0, "rows": []})
@@ -113,10 +95,7 @@ def main() -> None:
             rng = np.random.default_rng([saved["seed"], k])
             for i in range(opts.count):
                 draw(images[i], rng).convert("RGB").save(root / family / f"{i:04d}.png")
-        print(f"drew {opts.count} digits × {len(FAMILIES)} families into {root}", flush=True)
-
         for name, path in (item.split("=", 1) for item in opts.ckpt):
-            start = time.perf_counter()
             predictor = Predictor.from_checkpoint(path)
             clean = predictor.probabilities(torch.from_numpy(images.copy())).argmax(1).numpy() == labels
             row = {"name": name, "path": path, **this_run(), "clean": float(clean.mean())}
@@ -124,8 +103,7 @@ def main() -> None:
                                            for r in predict_files(predictor, [root / family])])) for family in FAMILIES}
             saved["rows"] = [r for r in saved["rows"] if r["name"] != name] + [row]
             saved_at.write_text(json.dumps(saved, indent=1))  # after every checkpoint: a stopped run still reports
-            print(name, {k: round(v, 4) for k, v in row.items() if k in FAMILIES or k == "clean"},
-                  f"{time.perf_counter() - start:.0f} s", flush=True)
+            print(name, {k: round(v, 4) for k, v in row.items() if k in FAMILIES or k == "clean"}, flush=True)
 
     lines = header(
         "Handwriting shift: MNIST test digits re-drawn by other pens and devices",

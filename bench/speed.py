@@ -1,19 +1,12 @@
-"""Per-epoch speed, side by side in one run: the tutorials' plain loop (a) against mnist_lit's ``Trainer.fit`` (b).
+"""Per-epoch speed: the tutorials' loop (a, ``plain_loop``) against mnist_lit's ``Trainer.fit`` (b, ``trainer_fit``).
 
     python -m bench.speed                          # one epoch of each tutorial network, seeds 0–4: bench/RESULTS.md
-    python -m bench.speed --only mlp --seeds 0 --variants-for --out /tmp/S.md   # a smoke run
-
-(a) is ``bench.common.plain_loop``, the tutorials' loop; (b) is ``bench.common.trainer_fit``: same network, optimizer,
-learning rate (and warm-up), batch size, seed and epochs. Each run is its own process (its own peak memory); a and b
-alternate seed by seed, so a change in the machine's load falls on both. One epoch's test accuracy moves by points
-from seed to seed, hence several seeds. Training time excludes the test pass. (b)'s variants run on the first seed.
+    python -m bench.speed --only mlp --seeds 0 --variants-for --out /tmp/S.md   # a smoke run, no variants
 """
-
-from __future__ import annotations
 
 import statistics
 
-from bench.common import fresh, header, mean_sd, parser, table, write
+from bench.common import arguments, fresh, header, mean_sd, option, table, write
 
 NETS = ["mlp", "lenet5", "lenet", "cnn3block", "bncnn"]
 VARIANTS = {"`--model.channels_last false`": {"channels_last": False},
@@ -22,21 +15,16 @@ VARIANTS = {"`--model.channels_last false`": {"channels_last": False},
 
 
 def main() -> None:
-    options = parser(__doc__, "RESULTS.md")
-    options.add_argument("--only", nargs="*", default=NETS, help="networks (default: the five tutorial networks)")
-    options.add_argument("--epochs", type=int, default=1)
-    options.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2, 3, 4], help="one run per side and seed")
-    options.add_argument("--variants-for", nargs="*", default=["mlp", "lenet5", "cnn3block"],
-                         help="networks whose (b) also runs with each variant, first seed only (none: no variants)")
-    opts = options.parse_args()
+    opts = arguments(__doc__, option("--only", nargs="*", default=NETS), option("--epochs", type=int, default=1),
+                     option("--variants-for", nargs="*", default=["mlp", "lenet5", "cnn3block"], help="(b)'s variants"),
+                     option("--seeds", type=int, nargs="*", default=[0, 1, 2, 3, 4]), out="RESULTS.md")
     seeds, run = opts.seeds, {"epochs": opts.epochs, "data_dir": opts.data_dir}
-
     lines = header(
         "Speed: the tutorials' loop (a) against mnist_lit (b)",
-        f"{opts.epochs} epoch(s) per run; seeds {', '.join(map(str, seeds))}, one run of each side per seed, a and b alternating. Times, samples/s and b/a: "
-        "the median run. Test accuracy: mean ± sd over the seeds. b − a: the seed-by-seed difference in test "
-        "accuracy (points), mean ± its standard error. (a) trains on all 60,000 images, as the tutorials do; (b) on "
-        "the 55,000 of the training split less each epoch's last, partial batch.",
+        f"{opts.epochs} epoch(s) per run; seeds {', '.join(map(str, seeds))}, one run of each side per seed, a and b "
+        "alternating. Times, samples/s and b/a: the median run. Test accuracy: mean ± sd over the seeds. b − a: the "
+        "seed-by-seed difference in test accuracy (points), mean ± its standard error. (a) trains on all 60,000 "
+        "images, as the tutorials do; (b) on the 55,000 of the training split less each epoch's last, partial batch.",
     ) + table("network", "a s/epoch", "b s/epoch", "b/a", "a samples/s", "b samples/s", "a peak RSS", "b peak RSS",
               "a test acc", "b test acc", "b − a")
     variants = []

@@ -1,40 +1,29 @@
-"""Time to accuracy: training seconds until the official test accuracy first reaches 98 / 99 / 99.5 %, each recipe
-through the real CLI against the tutorials' plain loop of the same network and settings, side by side in one run.
+"""Training seconds to 98 / 99 / 99.5 % test accuracy: each recipe's CLI run against the tutorials' loop of it.
 
     python -m bench.time_to_accuracy --max-seconds 150           # every recipe: bench/TIME_TO_ACCURACY.md (+ .json)
     python -m bench.time_to_accuracy --only mlp --seeds 0 1 2 --out /tmp/TTA.md
-
-mnist_lit: ``fit --model NAME`` plus ``AccuracyClock``, which records the test accuracy of every evaluation against
-the training seconds so far (evaluation passes excluded, checkpoint writes included). Plain loop:
-``bench.common.plain_loop`` with the recipe's epochs and share of each epoch, scored after every epoch (not counted);
-a recipe it cannot reproduce (augmentation, callbacks) has no plain row. Both stop at the recipe's epochs, at 99.5 %,
-or after ``--max-seconds`` of training. Each run is a fresh process; "command s" is its whole wall time.
 """
-
-from __future__ import annotations
 
 import json
 import os
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
 import lightning as L
 
-from bench.common import PLAIN_DEFAULTS, fit_cli, fresh, header, mean_sd, parser, recipe, table, this_run, write
+from bench import common
+from bench.common import arguments, fit_cli, fresh, header, mean_sd, option, recipe, table, this_run, write
 
 THRESHOLDS = (0.98, 0.99, 0.995)
 RECIPES = ["lenet5", "lenet", "cnn3block", "cnn3block5x5", "mlp", "bncnn", "fast", "best"]
 
 
 class AccuracyClock(L.Callback):
-    """Appends one JSON line per evaluation to $TTA_OUT: training seconds so far, val and test accuracy. Stops the
-    run once the test accuracy reaches $TTA_STOP_AT or $TTA_MAX_SECONDS of training are spent."""
+    """Per evaluation, a JSON line: training seconds so far, val and test accuracy; a stop at 99.5 % or the cap."""
 
     def __init__(self) -> None:
-        self.out = Path(os.environ["TTA_OUT"])
-        self.stop_at, self.max_seconds = (float(os.environ.get(key, "inf")) for key in ("TTA_STOP_AT", "TTA_MAX_SECONDS"))
+        self.out, self.max_seconds = Path(os.environ["BENCH_RECORDS"]), float(os.environ.get("TTA_MAX_SECONDS", "inf"))
         self.trained, self.since = 0.0, None
 
     def on_train_start(self, trainer, pl_module) -> None:
@@ -57,24 +46,22 @@ class AccuracyClock(L.Callback):
                   **{f"{split}_acc": float(trainer.callback_metrics[f"{split}/acc"]) for split in ("val", "test")}}
         with self.out.open("a") as f:
             f.write(json.dumps(record) + "\n")
-        trainer.should_stop |= record["test_acc"] >= self.stop_at or self.trained > self.max_seconds
+        trainer.should_stop |= record["test_acc"] >= THRESHOLDS[-1] or self.trained > self.max_seconds
         self.since = time.perf_counter()
 
 
 def lit_run(model: str, seed: int, opts) -> dict:
-    args = ["--model", model, "--seed_everything", str(seed), "--trainer.enable_progress_bar", "false",
-            "--trainer.callbacks+=bench.time_to_accuracy.AccuracyClock"]
-    with tempfile.NamedTemporaryFile("r", suffix=".jsonl") as out:
-        run = fit_cli(args, opts.data_dir, env={"TTA_OUT": out.name, "TTA_STOP_AT": str(THRESHOLDS[-1]),
-                                                "TTA_MAX_SECONDS": str(opts.max_seconds or "inf")})
-        curve = [json.loads(line) for line in out.read().splitlines()]
+    run = fit_cli(model, seed, "--trainer.callbacks+=bench.time_to_accuracy.AccuracyClock", data_dir=opts.data_dir,
+                  env={"TTA_MAX_SECONDS": str(opts.max_seconds or "inf")})
+    curve, per_epoch = run["records"], (60_000 - 5_000) // recipe(model)["data"]["batch_size"]
     return {"curve": curve, "acc": run["acc"], "wall": run["seconds"], "seconds": curve[-1]["seconds"],
-            "command": run["command"], "epochs": curve[-1]["step"] / ((60_000 - 5_000) // recipe(model)["data"]["batch_size"])}
+            "command": run["command"], "epochs": curve[-1]["step"] / per_epoch}
 
 
 def plain_run(model: str, seed: int, opts) -> dict | None:
-    cfg = recipe(model)
-    if set(cfg["model"]) - {"net", "normalization", "lr", *PLAIN_DEFAULTS} or cfg["data"].get("augment") or cfg["trainer"].get("callbacks"):
+    cfg = recipe(model)  # a recipe the loop cannot reproduce has no plain row
+    if set(cfg["model"]) - {"net", "normalization", "lr", *common.PLAIN_DEFAULTS} or cfg["data"].get("augment") \
+            or cfg["trainer"].get("callbacks"):
         return None
     limit = cfg["trainer"].get("limit_train_batches", 1.0)
     steps = None if limit == 1.0 else int(-(-60_000 // cfg["data"]["batch_size"]) * limit)  # the recipe's share
@@ -95,9 +82,8 @@ def cell(runs: list[dict], threshold: float, cap: float | None) -> str:
     if not times:
         longest = max(r["seconds"] for r in runs)
         return f"not in {longest:.0f} s" + (" (capped)" if cap and longest >= cap else "")
-    text = mean_sd(times, digits=1)
-    if cap and max(times) >= cap:  # first seen at the evaluation the cap forced: reached somewhere before it
-        text = f"≤ {text} (at the cap)"
+    at_cap = cap and max(times) >= cap  # first seen at the evaluation the cap forced: reached somewhere before it
+    text = f"≤ {mean_sd(times, digits=1)} (at the cap)" if at_cap else mean_sd(times, digits=1)
     return text + (f" ({len(times)} of {len(runs)})" if len(runs) > 1 else "")
 
 
@@ -123,8 +109,7 @@ def report(saved: dict, out: Path) -> None:
                              f"| {mean_sd([r['acc'] for r in runs], 100)} % "
                              f"| {mean_sd([r['wall'] for r in runs], digits=1)} | {max(r['load'] for r in runs):.1f} |")
         for threshold in reversed(THRESHOLDS if sides["plain loop"] else ()):
-            lit = [first_reached(r, threshold) for r in sides["mnist_lit"]]
-            plain = [first_reached(r, threshold) for r in sides["plain loop"]]
+            lit, plain = ([first_reached(r, threshold) for r in sides[side]] for side in ("mnist_lit", "plain loop"))
             if None not in lit + plain and not (cap and max(lit + plain) >= cap):
                 lit_s, plain_s = statistics.mean(lit), statistics.mean(plain)
                 ratios.append(f"| {model} | {100 * threshold:g} % | {plain_s:.1f} | {lit_s:.1f} "
@@ -139,11 +124,9 @@ def report(saved: dict, out: Path) -> None:
 
 
 def main() -> None:
-    options = parser(__doc__, "TIME_TO_ACCURACY.md")
-    options.add_argument("--only", nargs="*", default=RECIPES, help="recipes (default: every one in configs/)")
-    options.add_argument("--seeds", type=int, nargs="*", help="seeds for every recipe (default: 0; fast: 0–4)")
-    options.add_argument("--max-seconds", type=float, help="cap on each run's training seconds")
-    opts = options.parse_args()
+    opts = arguments(__doc__, option("--only", nargs="*", default=RECIPES, help="recipes (default: all)"),
+                     option("--seeds", type=int, nargs="*", help="seeds for every recipe (default: 0; fast: 0–4)"),
+                     option("--max-seconds", type=float, help="cap on each run's training"), out="TIME_TO_ACCURACY.md")
     raw = Path(opts.out).with_suffix(".json")
     saved = {"commands": [{**this_run(), "models": opts.only, "max_seconds": opts.max_seconds}], "results": {}}
     for model in opts.only:
