@@ -14,6 +14,7 @@ COMMANDS = {
     "predict-images": "mnist_lit.inference.predict_images",  # your own image files
     "export": "mnist_lit.inference.export",  # a checkpoint as ONNX or TorchScript
     "serve": "mnist_lit.serving.server",  # an HTTP API and a drawing page
+    "tune": "mnist_lit.training.tune",  # an Optuna search over a recipe's options, each trial a fit
 }
 LIGHTNING = "mnist_lit.training.cli"  # fit, validate, test, predict, and the top-level --help
 

@@ -19,8 +19,9 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler
 from torchvision.datasets import MNIST
 
-from mnist_lit.data.augment import Augmentation, augment as augment_batch
 from mnist_lit.common.errors import UserError
+from mnist_lit.data.augment import Augmentation
+from mnist_lit.data.augment import augment as augment_batch
 from mnist_lit.data.provision import OFFICIAL_PINS, Pin, provision
 
 TRAIN_SIZE = 60_000

@@ -38,7 +38,13 @@ from mnist_lit.training.callbacks import (
     TrainingImageGrid,
 )
 from mnist_lit.training.resume import ResumableRun, resume_advice
-from mnist_lit.training.run_folders import AtomicSaveConfig, ShareVersion, first_process, last_checkpoint
+from mnist_lit.training.run_folders import (
+    AtomicSaveConfig,
+    ShareVersion,
+    first_process,
+    last_checkpoint,
+    rank_zero_choice,
+)
 
 CONFIGS = files("mnist_lit.configs")  # configs/ of the source tree, installed inside the package
 
@@ -157,8 +163,9 @@ class MNISTCLI(LightningCLI):
         if logger is None or "save_dir" not in logger:
             raise UserError("--ckpt_path last finds runs through the TensorBoard logger; give --ckpt_path PATH")
         last = None if first_process() else os.environ.get(RESUME_FROM)  # DDP ranks resume the run rank 0 picked
-        if last is None:
-            last = last_checkpoint(Path(logger.save_dir, logger.name), logger.get("version"), first_process())
+        if last is None:  # rank 0, or a rank torchrun started (rank_zero_choice hands it rank 0's choice)
+            last = Path(rank_zero_choice("resume_from", lambda: str(last_checkpoint(
+                Path(logger.save_dir, logger.name), logger.get("version"), first_process()))))
             os.environ[RESUME_FROM] = str(last)  # inherited by the processes Lightning launches for the other ranks
             if logger.get("version") is None and first_process():
                 print(f"resuming {last.parent.parent}, the newest stopped run of {logger.name} "
@@ -240,7 +247,8 @@ def main(argv: list[str]) -> int:
                            "description": "Train, evaluate and use the classic MNIST tutorial networks. "
                                           "`predict-images --help` predicts your own image files; "
                                           "`export --help` writes a checkpoint as ONNX or TorchScript; "
-                                          "`serve --help` serves one over HTTP, with a page to draw digits on.",
+                                          "`serve --help` serves one over HTTP, with a page to draw digits on; "
+                                          "`tune --help` searches a recipe's options with Optuna.",
                            "exit_on_error": False},  # errors come back here and are reported in one line
         )
     except (UserError, ArgumentError, MisconfigurationException) as err:

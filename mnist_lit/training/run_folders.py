@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import fcntl
 import os
+from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -204,3 +206,43 @@ def first_process() -> bool:
     """Whether this process is, or will become, global rank 0, from the variables launchers set (Lightning's, torchrun,
     SLURM): before the Trainer starts, Lightning's own ``rank_zero_only.rank`` does not know the node yet."""
     return all(os.environ.get(name, "0") == "0" for name in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
+
+
+FAILED = "\0failed"  # what rank 0 leaves in the store when it could not choose
+
+
+def rank_zero_choice(key: str, choose: Callable[[], str]) -> str:
+    """``choose()`` as global rank 0 made it, in every process that ``torchrun`` started; elsewhere ``choose()``.
+
+    torchrun starts every rank as a command of its own (one per GPU or machine), so a choice made before the Trainer
+    connects them (which run ``--ckpt_path last`` resumes, say) would be made by each for itself, and not always alike.
+    Rank 0 chooses and leaves its answer in torchrun's own key-value store (the agent's ``TCPStore`` at
+    ``MASTER_ADDR:MASTER_PORT``, which torchrun offers to the processes it starts); the others wait for it there.
+    (Lightning's own launcher passes its choice down in the environment instead: ``cli.RESUME_FROM``.)
+    """
+    store = launcher_store()
+    if store is None:
+        return choose()
+    key = f"mnist_lit/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}/{key}"
+    if first_process():
+        try:
+            value = choose()
+        except BaseException:
+            store.set(key, FAILED)  # the other ranks stop too, instead of waiting
+            raise
+        store.set(key, value)
+        return value
+    value = store.get(key).decode()
+    if value == FAILED:
+        raise UserError("global rank 0 stopped before it could say which run to use (its error says why)")
+    return value
+
+
+def launcher_store(wait: timedelta = timedelta(minutes=30)):
+    """torchrun's key-value store, shared by the processes it started (``TORCHELASTIC_USE_AGENT_STORE``), or None
+    outside torchrun. ``wait``: how long a read waits for a key another process has yet to write."""
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return None
+    from torch.distributed import TCPStore
+
+    return TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False, timeout=wait)
