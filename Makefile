@@ -1,5 +1,5 @@
 # Two entry points, both starting from nothing: `make fit` trains, `make test` runs the test suite (CI runs it);
-# `make test-quick` runs only the tests not marked slow (about a minute).
+# `make test-quick` runs only the tests not marked slow (about 20 s).
 # Each creates .venv with pip on first use and refreshes it when pyproject.toml changes.
 PYTHON ?= python3
 VENV := .venv
