@@ -310,8 +310,13 @@ class Tune:
                     trial.set_user_attr(key, None)
             trial.set_user_attr("host", socket.gethostname())
             trial.set_user_attr("process", process_id())
-            self.heartbeat = Heartbeat(self.storage, trial._trial_id, self.args.heartbeat)
+            self.heartbeat = Heartbeat(self.storage, self._trial_id(trial.number), self.args.heartbeat)
             return trial, trials
+
+    def _trial_id(self, number: int) -> int:
+        """The storage's id of this study's trial ``number`` (Optuna's public storage API; Trial keeps it private)."""
+        study_id = self.storage.get_study_id_from_name(self.study_name)
+        return self.storage.get_trial_id_from_study_id_trial_number(study_id, number)
 
     def _fail_dead(self) -> None:
         host = socket.gethostname()
@@ -319,9 +324,10 @@ class Tune:
             process = trial.user_attrs.get("process")
             if trial.user_attrs.get("host") != host or process is None or alive(process):
                 continue
+            trial_id = self._trial_id(trial.number)
             try:
-                self.storage.set_trial_user_attr(trial._trial_id, "cut_off", "its process died")
-                self.storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+                self.storage.set_trial_user_attr(trial_id, "cut_off", "its process died")
+                self.storage.set_trial_state_values(trial_id, TrialState.FAIL)
             except optuna.exceptions.UpdateFinishedTrialError:
                 continue
             print(f"tune: trial {trial.number} was cut off (its process died); it runs again", file=sys.stderr)
