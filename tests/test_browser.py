@@ -17,7 +17,7 @@ import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
 from mnist_lit.inference.predictor import Predictor
-from mnist_lit.inference.preprocess import load_mnist
+from mnist_lit.data.preprocess import load_mnist
 from tests.digits import photograph
 from tests.digits import test_digits as mnist_test_digits  # not collected as a test
 from tests.serving import ServeProcess, assert_stops_cleanly

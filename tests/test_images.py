@@ -28,7 +28,7 @@ from torchvision.datasets import MNIST
 
 from mnist_lit.inference.predict_images import main
 from mnist_lit.inference.predictor import CheckpointError, Predictor, predict_files
-from mnist_lit.inference.preprocess import ImageError, load_image, to_mnist
+from mnist_lit.data.preprocess import ImageError, load_image, to_mnist
 from tests.digits import photograph
 
 N_PHOTOS = 300

@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 
 from mnist_lit.inference.predictor import Predictor
-from mnist_lit.inference.preprocess import load_mnist
+from mnist_lit.data.preprocess import load_mnist
 from tests.digits import photograph
 from tests.digits import test_digits as mnist_test_digits  # not collected as a test
 from tests.serving import ServeProcess, alive, assert_stops_cleanly, descendants, port_is_free

@@ -1,7 +1,7 @@
 """``python -m mnist_lit.cli predict-images --ckpt PATH [options] PATHS...``: the digit in each image file.
 
 Photos, scans and drawings (dark digit on a light background or the reverse, any size, anywhere in the frame) are
-first brought to MNIST's form (see ``mnist_lit.inference.preprocess``); ``--no-preprocess`` skips that for images that are
+first brought to MNIST's form (see ``mnist_lit.data.preprocess``); ``--no-preprocess`` skips that for images that are
 MNIST-like already. One line per image on stdout; each file that fails is one line on stderr and the others are
 still predicted.
 

@@ -12,7 +12,7 @@ from torch import nn
 
 from mnist_lit.common.errors import UserError, first_line
 from mnist_lit.data.normalization import normalize
-from mnist_lit.inference.preprocess import ImageError, load_image, to_mnist
+from mnist_lit.data.preprocess import ImageError, load_image, to_mnist
 from mnist_lit.models.checkpoint import CheckpointError, read_checkpoint, recorded_normalization
 from mnist_lit.models.nets import build_net
 
@@ -127,7 +127,7 @@ def predict_files(predictor: Predictor, paths: Iterable[str | Path], preprocess:
     """Predict the digit in each image file (folders expanded), in input order, ``batch_size`` images at a time.
 
     A file that fails (missing, not an image, truncated, too large, blank) gets its error message and the others
-    are still predicted. ``preprocess`` is :func:`mnist_lit.inference.preprocess.to_mnist`'s: photos and drawings need it, images
+    are still predicted. ``preprocess`` is :func:`mnist_lit.data.preprocess.to_mnist`'s: photos and drawings need it, images
     already MNIST-like do not. With ``thumbnail_size`` each loaded image also keeps a small RGB copy (contact sheets).
     """
     results: list[FileResult] = []

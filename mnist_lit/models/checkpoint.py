@@ -11,6 +11,7 @@ import torch
 from mnist_lit.common.errors import UserError, first_line
 from mnist_lit.data.normalization import NORMALIZATIONS
 from mnist_lit.models.nets import NETS
+from mnist_lit.models.rejection import recorded_rejection
 
 
 class CheckpointError(UserError):
@@ -18,7 +19,8 @@ class CheckpointError(UserError):
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """The checkpoint's contents, checked to hold a network of ``mnist_lit.models.nets`` and its normalization."""
+    """The checkpoint's contents, checked to hold a network of ``mnist_lit.models.nets``, its normalization and any
+    rejection rule (``mnist_lit.models.rejection``)."""
     if not Path(path).is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
@@ -36,6 +38,10 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path} records no normalization: it was not trained with mnist_lit")
     if normalization not in NORMALIZATIONS:
         raise CheckpointError(f"{path}: unknown normalization {normalization!r} recorded")
+    try:
+        recorded_rejection(checkpoint)
+    except ValueError as err:
+        raise CheckpointError(f"{path}: {err}") from None
     return checkpoint
 
 

@@ -1,7 +1,7 @@
 """``python -m mnist_lit.cli serve --ckpt CKPT``: an HTTP prediction API and a draw-a-digit page, on LitServe.
 
 ``POST /predict`` takes ``{"image": "<base64 image file>"}`` (a photo, a scan or a canvas, brought to MNIST's form by
-:func:`mnist_lit.inference.preprocess.load_mnist`, exactly as ``predict-images`` does) or ``{"pixels": 28×28 of 0–255}`` (MNIST-like
+:func:`mnist_lit.data.preprocess.load_mnist`, exactly as ``predict-images`` does) or ``{"pixels": 28×28 of 0–255}`` (MNIST-like
 already: used as they are) and answers the digit, its probability, the top 3, all ten probabilities and the 28×28
 image the network saw. ``GET /ui/`` is the drawing page; ``GET /health`` is 200 once every worker is ready.
 
@@ -47,7 +47,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from mnist_lit.common.errors import UserError, one_line, run_reporting_errors
 from mnist_lit.inference.predict_images import positive_int
 from mnist_lit.inference.predictor import Predictor, resolve_device
-from mnist_lit.inference.preprocess import BlankImageError, ImageError, load_mnist
+from mnist_lit.data.preprocess import BlankImageError, ImageError, load_mnist
 
 PROG = "python -m mnist_lit.cli serve"
 HOSTS = ("127.0.0.1", "0.0.0.0", "::")  # the addresses LitServe binds to: this machine only, or every interface
