@@ -9,10 +9,12 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+from PIL import Image, ImageDraw
 
 from mnist_lit.data.datamodule import MNISTDataModule
 from mnist_lit.data.provision import Pin, provision, sha256_of, write_idx_set
 from mnist_lit.models.classifier import MNISTClassifier
+from mnist_lit.models.rejection import Rejection
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -89,3 +91,42 @@ def ckpt(tmp_path_factory, mnist_dir) -> Path:
     path = root / "lenet.ckpt"
     trainer.save_checkpoint(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def rejecting_ckpt(ckpt, tmp_path_factory) -> Path:
+    """A checkpoint that carries a "not a digit" rule (``checkpoint["rejection"]``), for the readers' tests.
+
+    This is ``ckpt``'s LeNet with a rule written into it: at threshold 0.9 it rejects the drawn letter and the blank
+    photo of ``non_digits`` and the X test_browser draws (top probabilities 0.80, 0.27 and 0.75 on this network) and
+    accepts the photographed and drawn digits the tests read (0.93 and above). The readers' tests take the rule from
+    the checkpoint, never this number: a checkpoint trained with outliers (``fit --model fast``) can stand in for
+    this one by returning its path here.
+    """
+    checkpoint = torch.load(ckpt, map_location="cpu", weights_only=True)
+    checkpoint["rejection"] = Rejection(threshold=0.9).as_dict()
+    path = tmp_path_factory.mktemp("rejecting_ckpt") / "lenet_with_rule.ckpt"
+    torch.save(checkpoint, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def non_digits(tmp_path_factory) -> dict[str, Path]:
+    """Images that are clearly no digit, as users bring them: a capital A drawn as on the page (280×280, round pen
+    of width 20, black on white) and a photo of blank paper (uneven light, sensor noise, JPEG), whose noise is "ink"
+    to the preprocessing, so that it is read rather than refused as blank."""
+    folder = tmp_path_factory.mktemp("non_digits")
+    page = Image.new("L", (280, 280), 255)
+    pen = ImageDraw.Draw(page)
+    for stroke in ([(56, 238), (140, 42), (224, 238)], [(92, 154), (188, 154)]):
+        for (x0, y0), (x1, y1) in zip(stroke, stroke[1:]):
+            for t in np.linspace(0, 1, 200):  # the page's round pen: a disc at each point along the stroke
+                x, y = x0 + t * (x1 - x0), y0 + t * (y1 - y0)
+                pen.ellipse((x - 10, y - 10, x + 10, y + 10), fill=0)
+    page.convert("RGB").save(folder / "letter_a.png")
+    rng = np.random.default_rng(0)
+    rows, cols = np.mgrid[0:480, 0:640]
+    paper = 200 + 30 * cols / 640 - 20 * rows / 480 + rng.normal(0, 8, rows.shape)
+    Image.fromarray(np.clip(paper, 0, 255).astype(np.uint8)).convert("RGB").save(folder / "blank_paper.jpg",
+                                                                                  quality=85)
+    return {"letter": folder / "letter_a.png", "blank_photo": folder / "blank_paper.jpg"}

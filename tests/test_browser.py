@@ -8,6 +8,7 @@ is part of what ``make test`` checks, and CI installs Chromium first (``.ci/run`
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 from pathlib import Path
@@ -16,8 +17,8 @@ import numpy as np
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
-from mnist_lit.inference.predictor import Predictor
 from mnist_lit.data.preprocess import load_mnist
+from mnist_lit.inference.predictor import Predictor
 from tests.digits import photograph
 from tests.digits import test_digits as mnist_test_digits  # not collected as a test
 from tests.serving import ServeProcess, assert_stops_cleanly
@@ -38,8 +39,9 @@ def chromium_path() -> str:
 
 
 @pytest.fixture(scope="module")
-def server(ckpt, tmp_path_factory):
-    serve = ServeProcess(ckpt, cwd=tmp_path_factory.mktemp("browser") / "cwd", new_session=True)
+def server(rejecting_ckpt, tmp_path_factory):
+    """A checkpoint with a "not a digit" rule, as the recipes that train with outliers write."""
+    serve = ServeProcess(rejecting_ckpt, cwd=tmp_path_factory.mktemp("browser") / "cwd", new_session=True)
     serve.wait_ready()
     yield serve
     serve.stop()
@@ -85,6 +87,8 @@ def draw(page: Page, strokes: list[list[tuple[float, float]]]) -> None:
 
 SEVEN = [[(0.25, 0.22), (0.75, 0.22), (0.45, 0.82)]]  # a bar, then the long diagonal down to the left
 ONE = [[(0.5, 0.15), (0.5, 0.85)]]
+X = [[(0.15, 0.15), (0.85, 0.85)], [(0.85, 0.15), (0.15, 0.85)]]
+NOT_A_DIGIT = "That doesn't look like a digit"
 
 
 @pytest.mark.parametrize(("digit", "strokes"), [(7, SEVEN), (1, ONE)])
@@ -93,6 +97,7 @@ def test_a_drawn_digit_is_read_live_and_only_this_server_is_asked(page, server, 
     expect(page.locator("#digit")).to_have_text(str(digit), timeout=10_000)
     expect(page.locator("#bars li")).to_have_count(3)
     expect(page.locator("#bars li .label").first).to_have_text(str(digit))
+    expect(page.locator(".result")).not_to_have_class(re.compile("not-digit"))
     page.wait_for_function(  # the top bar is drawn as wide as its probability says (after its transition)
         "() => { const li = document.querySelector('#bars li'); const p = parseFloat(li.querySelector('.value')"
         ".textContent) / 100; const w = li.querySelector('.fill').getBoundingClientRect().width / "
@@ -102,6 +107,23 @@ def test_a_drawn_digit_is_read_live_and_only_this_server_is_asked(page, server, 
     predictions = [url for url in page.requested if url.endswith("/predict")]
     assert len(predictions) >= 2, page.requested  # live while drawing, and again on release
     assert page.requested and all(url.startswith(f"{server.url}/") for url in page.requested), page.requested
+    assert not page.errors, page.errors
+
+
+def test_a_drawn_x_is_not_a_digit_and_its_top_3_is_greyed(page, server):
+    """The checkpoint's rule, on the page: the message in place of a digit, the top 3 still shown, greyed; a digit
+    drawn after Clear is read again, in colour."""
+    draw(page, X)
+    expect(page.locator("#digit")).to_have_text(NOT_A_DIGIT, timeout=10_000)
+    expect(page.locator("#probability")).to_have_text("")
+    expect(page.locator("#bars li")).to_have_count(3)
+    fill = "() => getComputedStyle(document.querySelector('#bars .fill')).backgroundColor"
+    assert page.evaluate(fill) == "rgb(184, 188, 198)"  # greyed
+    page.wait_for_function("document.getElementById('seen').naturalWidth === 28")
+    page.click("#clear")
+    draw(page, ONE)
+    expect(page.locator("#digit")).to_have_text("1", timeout=10_000)
+    assert page.evaluate(fill) == "rgb(91, 79, 224)"  # the accent colour again
     assert not page.errors, page.errors
 
 

@@ -140,7 +140,9 @@ def test_print_config_resolves_the_recipe(tmp_path):
     config = yaml.safe_load(run.stdout)
     assert config["model"] == {"net": "lenet5", "normalization": "x255", "optimizer": "sgd", "lr": 0.02,
                                "momentum": 0.0, "weight_decay": 0.0, "warmup_steps": 0, "channels_last": True,
-                               "betas": [0.9, 0.999], "scheduler": "none", "pct_start": 0.25}
+                               "betas": [0.9, 0.999], "scheduler": "none", "pct_start": 0.25,
+                               "compile": "none", "fused": False,
+                               "outlier_weight": 0.0, "reject_digits": 0.005, "reject_augmented": 0.02}
     assert config["trainer"]["max_epochs"] == 5
     assert config["trainer"]["devices"] == 1, "one device unless asked, even on a machine with several GPUs"
 

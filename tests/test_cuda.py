@@ -35,6 +35,16 @@ ROOT = Path(__file__).resolve().parent.parent
 RECIPES = sorted(p.stem for p in (ROOT / "configs").glob("*.yaml"))
 ACCELERATOR = "gpu"
 EPOCHS, STEPS = 2, 4  # per recipe: 2 epochs of 4 steps; the first step of the run is not checked (see NoHostSync)
+# The GPU's speed options (docs/speed.md), on the tutorial network that gains most from them and on `best`
+# (augmentation, BatchNorm, dropout, EMA). Compiled runs leave their first two steps unchecked: torch.compile compiles
+# in the first, and "reduce-overhead" records its CUDA graphs in the second (replayed from the third on).
+SPEED_OPTIONS = {
+    "bf16-fused": ["--trainer.precision", "bf16-mixed", "--model.fused", "true"],
+    "compile": ["--model.compile", "default"],
+    "cudagraphs": ["--model.compile", "reduce-overhead"],
+}
+CASES = [(recipe, "") for recipe in RECIPES] + [
+    ("cnn3block", "bf16-fused"), ("cnn3block", "cudagraphs"), ("best", "bf16-fused"), ("best", "compile")]
 
 
 class NoHostSync(L.Callback):
@@ -42,15 +52,15 @@ class NoHostSync(L.Callback):
     hook (the augmentation), ``training_step``, backward, the optimizer step and the per-step hooks of the callbacks
     listed before this one, up to its own ``on_train_batch_end``.
 
-    The run's first step is left out: it is where one-off work happens (TrainingImageGrid logs that batch, read back,
-    to TensorBoard). ``mode="error"`` fails the step at the first synchronisation; ``mode="warn"`` records every one
-    (``sites``, as file:line) and lets the run go on.
+    The run's first ``skip`` steps are left out: that is where one-off work happens (TrainingImageGrid logs the first
+    batch, read back, to TensorBoard; torch.compile compiles). ``mode="error"`` fails the step at the first
+    synchronisation; ``mode="warn"`` records every one (``sites``, as file:line) and lets the run go on.
     """
 
     last: NoHostSync | None = None  # the instance of the latest run (LightningCLI builds it from its class path)
 
-    def __init__(self, mode: str = "error") -> None:
-        self.mode = mode
+    def __init__(self, mode: str = "error", skip: int = 1) -> None:
+        self.mode, self.skip = mode, skip
         self.steps = 0  # steps checked
         self.transfers = 0  # training batches whose transfer hook was checked
         self.sites: list[str] = []
@@ -73,7 +83,7 @@ class NoHostSync(L.Callback):
                            if "synchroniz" in str(w.message)]
 
     def _checked(self, trainer: L.Trainer) -> bool:
-        return trainer.training and not trainer.sanity_checking and trainer.global_step >= 1
+        return trainer.training and not trainer.sanity_checking and trainer.global_step >= self.skip
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         datamodule = trainer.datamodule
@@ -105,21 +115,27 @@ class NoHostSync(L.Callback):
         self._close()
 
 
-def fit_checked(recipe: str, mode: str, cwd: Path, data_dir: str, monkeypatch) -> tuple[NoHostSync, str | None]:
-    """A few steps of the recipe through the real CLI, in this process, with NoHostSync(mode) appended to its
-    callbacks; the callback and the error that stopped the run (None if it finished)."""
+def fit_checked(recipe: str, mode: str, cwd: Path, data_dir: str, monkeypatch,
+                options: str = "") -> tuple[NoHostSync, str | None]:
+    """A few steps of the recipe (with the SPEED_OPTIONS named ``options``) through the real CLI, in this process,
+    with NoHostSync(mode) appended to its callbacks; the callback and the error that stopped the run (None if it
+    finished)."""
     cwd.mkdir(parents=True, exist_ok=True)
     monkeypatch.chdir(cwd)
     monkeypatch.setattr(sys, "argv", list(sys.argv))
     callbacks = yaml.safe_load((ROOT / "configs" / f"{recipe}.yaml").read_text()).get("trainer", {}).get("callbacks")
     ema = ["--trainer.callbacks.update_starting_at_step", "1"] if callbacks else []  # the EMA runs from step 1
-    args = ["fit", "--model", recipe, *ema, "--trainer.callbacks+=tests.test_cuda.NoHostSync",
-            "--trainer.callbacks.mode", mode, "--trainer.accelerator", ACCELERATOR,
+    speed = SPEED_OPTIONS.get(options, [])
+    skip = 2 if "--model.compile" in speed else 1
+    args = ["fit", "--model", recipe, *ema, *speed, "--trainer.callbacks+=tests.test_cuda.NoHostSync",
+            "--trainer.callbacks.mode", mode, "--trainer.callbacks.skip", str(skip),
+            "--trainer.accelerator", ACCELERATOR,
             "--trainer.max_epochs", str(EPOCHS), "--trainer.limit_train_batches", str(STEPS),
             "--trainer.limit_val_batches", "1", "--trainer.limit_test_batches", "1",
             "--trainer.num_sanity_val_steps", "0", "--data.eval_batch_size", "100",
             "--trainer.enable_progress_bar", "false", "--data.data_dir", data_dir]
     NoHostSync.last = None
+    torch.compiler.reset()  # each run compiles afresh, as in a process of its own
     try:
         status = cli.main(args)
         error = None if status == 0 else f"exit status {status}"
@@ -131,15 +147,15 @@ def fit_checked(recipe: str, mode: str, cwd: Path, data_dir: str, monkeypatch) -
     return NoHostSync.last, error
 
 
-@pytest.mark.parametrize("recipe", RECIPES)
-def test_a_training_step_never_waits_for_the_gpu(recipe, mnist_dir, tmp_path, monkeypatch):
-    checked, error = fit_checked(recipe, "error", tmp_path / "error", mnist_dir, monkeypatch)
+@pytest.mark.parametrize("recipe, options", CASES, ids=[f"{r}-{o}" if o else r for r, o in CASES])
+def test_a_training_step_never_waits_for_the_gpu(recipe, options, mnist_dir, tmp_path, monkeypatch):
+    checked, error = fit_checked(recipe, "error", tmp_path / "error", mnist_dir, monkeypatch, options)
     if error is not None:  # say every place that waits, not only the first
-        census, _ = fit_checked(recipe, "warn", tmp_path / "warn", mnist_dir, monkeypatch)
+        census, _ = fit_checked(recipe, "warn", tmp_path / "warn", mnist_dir, monkeypatch, options)
         sites = sorted(set(census.sites), key=census.sites.index)
-        pytest.fail(f"{recipe}: {error.splitlines()[0]}\nevery synchronisation in {census.steps} steps: "
+        pytest.fail(f"{recipe} {options}: {error.splitlines()[0]}\nevery synchronisation in {census.steps} steps: "
                     f"{len(census.sites)} calls at {', '.join(sites) or 'none recorded'}")
-    assert checked.steps == checked.transfers == EPOCHS * STEPS - 1, "the steps were not all checked"
+    assert checked.steps == checked.transfers == EPOCHS * STEPS - checked.skip, "the steps were not all checked"
 
 
 def run_cli(cwd: Path, *args: str, stop: str | None = None) -> subprocess.CompletedProcess:

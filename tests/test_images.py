@@ -26,9 +26,10 @@ from PIL import Image
 from torch import nn
 from torchvision.datasets import MNIST
 
-from mnist_lit.inference.predict_images import main
-from mnist_lit.inference.predictor import CheckpointError, Predictor, predict_files
 from mnist_lit.data.preprocess import ImageError, load_image, to_mnist
+from mnist_lit.inference.predict_images import NOT_A_DIGIT, main
+from mnist_lit.inference.predictor import CheckpointError, Predictor, predict_files
+from mnist_lit.models.rejection import recorded_rejection
 from tests.digits import photograph
 
 N_PHOTOS = 300
@@ -298,6 +299,8 @@ def bad_checkpoints(ckpt, tmp_path_factory) -> dict[str, tuple[Path, str]]:
     no_norm = {k: v for k, v in real.items() if k != "datamodule_hyper_parameters"}
     torch.save({**no_norm, "hyper_parameters": hparams}, folder / "no_norm.ckpt")
     cases["no_normalization"] = (folder / "no_norm.ckpt", "records no normalization")
+    torch.save({**real, "rejection": {"threshold": 1.5, "score": "max_softmax"}}, folder / "bad_rule.ckpt")
+    cases["bad_rejection_rule"] = (folder / "bad_rule.ckpt", "rejection threshold 1.5 is not a number in [0, 1]")
     torch.save(Namespace(payload="code would run here"), folder / "pickled_object.ckpt")
     cases["pickled_object"] = (folder / "pickled_object.ckpt", "not a readable PyTorch checkpoint")
     return cases
@@ -305,7 +308,8 @@ def bad_checkpoints(ckpt, tmp_path_factory) -> dict[str, tuple[Path, str]]:
 
 @pytest.mark.slow  # the trained checkpoint (conftest.ckpt)
 @pytest.mark.parametrize("kind", ["missing", "not_a_checkpoint", "truncated", "plain_state_dict", "empty_state_dict",
-                                  "other_model", "weights_of_another_net", "no_normalization", "pickled_object"])
+                                  "other_model", "weights_of_another_net", "no_normalization", "bad_rejection_rule",
+                                  "pickled_object"])
 def test_bad_checkpoint_is_one_line_and_exit_2(kind, bad_checkpoints, photos, capsys):
     path, phrase = bad_checkpoints[kind]
     with pytest.raises(CheckpointError):
@@ -336,8 +340,13 @@ def test_bad_usage_exits_2(ckpt, photos, tmp_path, capsys):
     assert main(["--ckpt", str(ckpt), "--device", "toaster", photo]) == 2
     if not torch.cuda.is_available():
         assert main(["--ckpt", str(ckpt), "--device", "cuda", photo]) == 2
+    for value in ("1.5", "-0.1", "nan", "high"):
+        with pytest.raises(SystemExit) as exit_:
+            main(["--ckpt", str(ckpt), "--threshold", value, photo])
+        assert exit_.value.code == 2
     err = capsys.readouterr().err
-    assert "Traceback" not in err and err.count("error:") == 4 + (not torch.cuda.is_available()), err
+    assert "Traceback" not in err and err.count("error:") == 8 + (not torch.cuda.is_available()), err
+    assert err.count("--threshold: must be a number from 0 to 1") == 4, err
 
 
 @pytest.mark.slow  # the trained checkpoint (conftest.ckpt)
@@ -398,3 +407,62 @@ def test_predict_images_from_the_cli_does_not_import_lightning(ckpt, photos, tmp
     imported = {line.rsplit("|", 1)[1].strip().split(".")[0] for line in run.stderr.splitlines()
                 if line.startswith("import time:")}
     assert "torch" in imported and not imported & {"lightning", "torchmetrics", "torchvision"}, sorted(imported)
+
+
+# ------------------------------------------------------------------------------------------------ not a digit ---
+
+@pytest.mark.slow  # the trained checkpoint (conftest.ckpt)
+def test_non_digits_are_results_marked_not_a_digit_and_digits_still_read(rejecting_ckpt, non_digits, digits, photos,
+                                                                          tmp_path, capsys):
+    """A drawn letter and a blank-but-noisy photo, under the checkpoint's rule: no digit named, the score below the
+    threshold, the top 3 still given, exit 0; the digits beside them are read as before."""
+    rule = recorded_rejection(torch.load(rejecting_ckpt, map_location="cpu", weights_only=True))
+    assert rule is not None
+    files = [*sorted(photos.iterdir())[:4], non_digits["letter"], non_digits["blank_photo"]]
+    labels = digits[1][:4].tolist()
+    assert main(["--ckpt", str(rejecting_ckpt), "--format", "csv", *map(str, files)]) == 0
+    out, err = capsys.readouterr()
+    assert err == "", err
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert list(rows[0]) == ["path", "digit", "probability", "top3", "is_digit", "score", "error"]
+    assert [row["path"] for row in rows] == list(map(str, files))
+    assert [row["is_digit"] for row in rows] == ["true"] * 4 + ["false"] * 2, rows
+    assert [int(row["digit"]) for row in rows[:4]] == labels
+    for row in rows:
+        assert (float(row["score"]) >= rule.threshold) == (row["is_digit"] == "true") and not row["error"], row
+    for row in rows:  # the network's guess, for whoever wants it
+        assert row["top3"].split()[0] == f"{row['digit']}:{row['probability']}", row
+
+    sheet = tmp_path / "sheet.png"
+    assert main(["--ckpt", str(rejecting_ckpt), "--sheet", str(sheet), *map(str, files)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[1] for line in lines[1:]] == [*map(str, labels), "-", "-"]
+    for line, row in zip(lines[5:], rows[4:]):
+        assert line.endswith(f"not a digit (score {float(row['score']):.4f})"), line
+    with Image.open(sheet) as image:  # 6 images in 3 columns of 112 × (112 + 34): the non-digits end the 2nd row
+        captions = np.asarray(image.convert("RGB"))[[range(112, 130), range(258, 276)]]
+    said = (captions == NOT_A_DIGIT).all(axis=-1).any(axis=1)  # (row, x): "not a digit" written in that column
+    assert not said[0].any() and not said[1, :112].any() and said[1, 112:224].any() and said[1, 224:].any()
+
+
+@pytest.mark.slow  # the trained checkpoint (conftest.ckpt)
+def test_threshold_override_and_old_checkpoints_never_reject(ckpt, rejecting_ckpt, non_digits, photos, capsys):
+    """A checkpoint without a rule (all those written before it) reads everything as a digit, as before, until a
+    threshold is given; ``--threshold`` replaces a checkpoint's own."""
+    files = [*map(str, sorted(photos.iterdir())[:6]), str(non_digits["letter"]), str(non_digits["blank_photo"])]
+
+    def results(*options: str) -> list[dict]:
+        assert main([*options, "--format", "json", *files]) == 0
+        return json.loads(capsys.readouterr().out)
+
+    old = results("--ckpt", str(ckpt))
+    assert all(r["is_digit"] for r in old), old
+    assert [r["score"] for r in old] == [r["probability"] for r in old]  # max_softmax
+    threshold = sorted(r["score"] for r in old)[len(old) // 2]
+    given = results("--ckpt", str(ckpt), "--threshold", str(threshold))
+    assert [r["is_digit"] for r in given] == [r["score"] >= threshold for r in old]
+    assert 0 < sum(r["is_digit"] for r in given) < len(given)
+    assert [(r["digit"], r["top3"]) for r in given] == [(r["digit"], r["top3"]) for r in old]
+
+    assert [r["is_digit"] for r in results("--ckpt", str(rejecting_ckpt))][-2:] == [False, False]
+    assert all(r["is_digit"] for r in results("--ckpt", str(rejecting_ckpt), "--threshold", "0"))

@@ -20,8 +20,8 @@ import pytest
 import torch
 from PIL import Image
 
-from mnist_lit.inference.predictor import Predictor
 from mnist_lit.data.preprocess import load_mnist
+from mnist_lit.inference.predictor import Predictor
 from tests.digits import photograph
 from tests.digits import test_digits as mnist_test_digits  # not collected as a test
 from tests.serving import ServeProcess, alive, assert_stops_cleanly, descendants, port_is_free
@@ -32,9 +32,10 @@ UI = Path(__file__).resolve().parent.parent / "mnist_lit" / "serving" / "ui"
 
 
 @pytest.fixture(scope="module")
-def server(ckpt, tmp_path_factory):
-    """One server for the module, two workers; a 50 ms batch window so that requests sent together are predicted together."""
-    serve = ServeProcess(ckpt, "--workers", "2", "--max-batch-size", "16", "--batch-timeout", "0.05",
+def server(rejecting_ckpt, tmp_path_factory):
+    """One server for the module, two workers, a checkpoint with a "not a digit" rule; a 50 ms batch window so that
+    requests sent together are predicted together."""
+    serve = ServeProcess(rejecting_ckpt, "--workers", "2", "--max-batch-size", "16", "--batch-timeout", "0.05",
                          cwd=tmp_path_factory.mktemp("serve") / "cwd")
     serve.wait_ready()
     yield serve
@@ -42,8 +43,8 @@ def server(ckpt, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def predictor(ckpt) -> Predictor:
-    return Predictor.from_checkpoint(ckpt)
+def predictor(rejecting_ckpt) -> Predictor:
+    return Predictor.from_checkpoint(rejecting_ckpt)
 
 
 @pytest.fixture(scope="module")
@@ -69,24 +70,31 @@ def png(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
-def check_prediction(answer: dict, predictor: Predictor, pixels: torch.Tensor) -> None:
-    """The answer is the in-process Predictor's on exactly these pixels, and says so consistently."""
-    expected = predictor.probabilities(pixels[None])[0]
+def check_prediction(answer: dict, predictor: Predictor, pixels: torch.Tensor, threshold: float | None = None) -> None:
+    """The answer is the in-process Predictor's on exactly these pixels (under the same rule), and says so
+    consistently."""
+    expected = predictor.probabilities(pixels[None])
+    scores, is_digit = predictor.judge(expected, threshold)
+    expected = expected[0]
     assert answer["probabilities"] == pytest.approx(expected.tolist(), abs=1e-5)
-    assert answer["digit"] == int(expected.argmax()) and answer["reason"] is None
+    assert answer["is_digit"] == bool(is_digit[0]) and answer["score"] == pytest.approx(float(scores[0]), abs=1e-5)
+    assert answer["digit"] == int(expected.argmax())
     assert answer["probability"] == pytest.approx(float(expected.max()), abs=1e-5)
+    assert answer["reason"] == (None if answer["is_digit"] else
+                                f"not a digit: its score {answer['score']:.4f} is below the threshold "
+                                f"{predictor.rule(threshold).threshold:.4f}")
     assert [d for d, _ in answer["top3"]] == expected.topk(3).indices.tolist()
     seen = np.asarray(Image.open(io.BytesIO(base64.b64decode(answer["seen"]))))
     assert seen.shape == (28, 28) and (seen == pixels.numpy()).all()
 
 
-def test_health_info_and_startup_line(server):
+def test_health_info_and_startup_line(server, predictor):
     status, _, body = server.request("GET", "/health")
     assert (status, body) == (200, b"ok")
-    assert re.search(rf"ready: lenet answers POST {server.url}/predict; draw a digit at {server.url}/ui/",
-                     server.stdout)
+    assert re.search(rf"ready: {predictor.net_name} answers POST {server.url}/predict; draw a digit at "
+                     rf"{server.url}/ui/", server.stdout)
     status, _, body = server.request("GET", "/info")
-    assert status == 200 and json.loads(body)["model"]["network"] == "lenet"
+    assert status == 200 and json.loads(body)["model"]["network"] == predictor.net_name
 
 
 def test_photo_is_preprocessed_exactly_as_predict_images_does(server, predictor, photos):
@@ -95,7 +103,7 @@ def test_photo_is_preprocessed_exactly_as_predict_images_does(server, predictor,
         status, answer = server.predict({"image": b64(data)})
         assert status == 200, answer
         check_prediction(answer, predictor, load_mnist(io.BytesIO(data)))  # predict-images' own function
-        correct += answer["digit"] == label
+        correct += answer["is_digit"] and answer["digit"] == label
     assert correct >= 10, f"{correct} of {len(photos)} photographed test digits read correctly"
 
 
@@ -123,7 +131,29 @@ def test_blank_image_answers_null_with_the_reason(server):
     status, answer = server.predict({"image": b64(png(Image.new("RGB", (280, 280), "white")))})
     assert status == 200
     assert answer["digit"] is None and answer["probabilities"] is None and answer["top3"] == []
+    assert answer["is_digit"] is False and answer["score"] is None
     assert answer["reason"].startswith("no ink found")
+
+
+def test_non_digits_answer_200_not_a_digit_and_the_threshold_field_overrides(server, predictor, non_digits, photos):
+    """A drawn letter and a blank-but-noisy photo are answered "not a digit" (the checkpoint's rule) with their score
+    and top 3; ``"threshold": 0`` reads them as digits, and a threshold above a digit's score rejects it."""
+    for path in non_digits.values():
+        data = path.read_bytes()
+        status, answer = server.predict({"image": b64(data)})
+        assert status == 200 and answer["is_digit"] is False, answer
+        check_prediction(answer, predictor, load_mnist(io.BytesIO(data)))
+        status, answer = server.predict({"image": b64(data), "threshold": 0})
+        assert status == 200 and answer["is_digit"] is True, answer
+        check_prediction(answer, predictor, load_mnist(io.BytesIO(data)), 0)
+    images = [load_mnist(io.BytesIO(data)) for _, data in photos]
+    scores, _ = predictor.judge(predictor.probabilities(torch.stack(images)))
+    weakest = int(scores.argmin())
+    assert scores[weakest] < 1, scores
+    above = (float(scores[weakest]) + 1) / 2
+    status, answer = server.predict({"image": b64(photos[weakest][1]), "threshold": above})
+    assert status == 200 and answer["is_digit"] is False, answer
+    check_prediction(answer, predictor, images[weakest], above)
 
 
 def bad_request(kind: str, good: bytes) -> tuple[bytes | dict | list, int, str]:
@@ -162,13 +192,17 @@ def bad_request(kind: str, good: bytes) -> tuple[bytes | dict | list, int, str]:
         return {"pixels": [[0.5] * 28] * 28}, 422, "valid integer"
     if kind == "pixels_as_strings":
         return {"pixels": [["0"] * 28] * 28}, 422, "valid integer"
+    if kind == "threshold_above_1":
+        return {"image": b64(good), "threshold": 1.5}, 422, "threshold: Input should be less than or equal to 1"
+    if kind == "threshold_as_a_string":
+        return {"image": b64(good), "threshold": "0.5"}, 422, "threshold: Input should be a valid number"
     raise AssertionError(kind)
 
 
 BAD_REQUESTS = ["malformed_json", "not_an_object", "image_not_a_string", "pixels_not_a_list", "neither_field",
                 "both_fields", "unknown_field", "not_base64", "not_an_image", "truncated_png", "decompression_bomb",
                 "over_the_size_limit", "pixels_wrong_shape", "pixels_out_of_range", "pixels_negative",
-                "pixels_not_integers", "pixels_as_strings"]
+                "pixels_not_integers", "pixels_as_strings", "threshold_above_1", "threshold_as_a_string"]
 
 
 @pytest.mark.parametrize("kind", BAD_REQUESTS)
@@ -250,7 +284,8 @@ def test_bad_checkpoint_busy_port_and_bad_host_are_one_line_exit_2(server, ckpt,
     (tmp_path / "notes.ckpt").write_text("not a checkpoint")
     cases = {"not a readable PyTorch checkpoint": ["--ckpt", str(tmp_path / "notes.ckpt")],
              f"cannot listen on 127.0.0.1:{server.port}": ["--ckpt", str(ckpt), "--port", str(server.port)],
-             "invalid choice: 'example.com'": ["--ckpt", str(ckpt), "--host", "example.com"]}
+             "invalid choice: 'example.com'": ["--ckpt", str(ckpt), "--host", "example.com"],
+             "--threshold: must be a number from 0 to 1, got '2'": ["--ckpt", str(ckpt), "--threshold", "2"]}
     runs = {phrase: subprocess.Popen([sys.executable, "-m", "mnist_lit.cli", "serve", *args], cwd=tmp_path,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             for phrase, args in cases.items()}  # side by side: each pays for importing torch
@@ -261,14 +296,19 @@ def test_bad_checkpoint_busy_port_and_bad_host_are_one_line_exit_2(server, ckpt,
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.ckpt"]
 
 
-def test_sigkill_of_the_server_takes_its_processes_with_it(ckpt, tmp_path):
+def test_sigkill_of_the_server_takes_its_processes_with_it(ckpt, non_digits, photos, tmp_path):
     """SIGKILL cannot be handled, but the kernel then sends SIGTERM to each process the server started. (This server
-    predicts without batching, LitServe's other loop, where each request comes alone.)"""
-    serve = ServeProcess(ckpt, "--max-batch-size", "1", cwd=tmp_path / "cwd")
+    predicts without batching, LitServe's other loop, where each request comes alone; its checkpoint has no rule, so
+    ``--threshold`` gives it one.)"""
+    serve = ServeProcess(ckpt, "--max-batch-size", "1", "--threshold", "0.9", cwd=tmp_path / "cwd")
     serve.wait_ready()
     for body in ({"pixels": [[0] * 28] * 28}, {"image": b64(png(Image.new("L", (64, 64), 255)))}):
         status, answer = serve.predict(body)
         assert status == 200 and answer["batch_size"] == 1 and ("digit" in answer), answer
+    (status, letter), (_, digit) = (serve.predict({"image": b64(data)})
+                                    for data in (non_digits["letter"].read_bytes(), photos[0][1]))
+    assert status == 200 and letter["is_digit"] is False and letter["reason"].endswith("threshold 0.9000"), letter
+    assert digit["is_digit"] is True and digit["digit"] == photos[0][0], digit
     processes = descendants(serve.proc.pid)
     assert len(processes) >= 4, processes
     serve.proc.kill()

@@ -1,9 +1,10 @@
-"""Inference from a ``.ckpt`` alone: the network and its normalization both come from the checkpoint."""
+"""Inference from a ``.ckpt`` alone: the network, its normalization and its "not a digit" rule all come from the
+checkpoint."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -15,6 +16,7 @@ from mnist_lit.data.normalization import normalize
 from mnist_lit.data.preprocess import ImageError, load_image, to_mnist
 from mnist_lit.models.checkpoint import CheckpointError, read_checkpoint, recorded_normalization
 from mnist_lit.models.nets import build_net
+from mnist_lit.models.rejection import Rejection, recorded_rejection
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
@@ -37,7 +39,8 @@ def resolve_device(name: str) -> torch.device:
 
 @dataclass
 class Predictor:
-    """A trained network (the plain ``nn.Module``, in eval mode) plus the normalization it was trained with.
+    """A trained network (the plain ``nn.Module``, in eval mode), the normalization it was trained with and the rule
+    that says "not a digit" (``None``: every image reads as a digit, as with checkpoints written before the rule).
 
     Built from the checkpoint's tensors without Lightning, whose import alone takes longer than a prediction.
     """
@@ -45,13 +48,17 @@ class Predictor:
     net: nn.Module
     net_name: str
     normalization: str
+    rejection: Rejection | None = None
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu") -> Predictor:
-        """Load without running code from the file (``weights_only``); its hyperparameters give the recipe.
+    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu",
+                        threshold: float | None = None) -> Predictor:
+        """Load without running code from the file (``weights_only``); its hyperparameters give the recipe and its
+        ``rejection`` entry the rule, whose threshold ``threshold`` replaces (also for checkpoints without a rule).
 
         Anything but a checkpoint of ``MNISTClassifier`` (a missing, foreign, truncated or unrelated file) raises
-        :class:`~mnist_lit.models.checkpoint.CheckpointError`, a ``ValueError`` with a one-line message.
+        :class:`~mnist_lit.models.checkpoint.CheckpointError`, a ``ValueError`` with a one-line message; a
+        ``threshold`` outside [0, 1] raises its parent, ``UserError``.
         """
         checkpoint = read_checkpoint(path)
         name, normalization = checkpoint["hyper_parameters"]["net"], recorded_normalization(checkpoint)
@@ -61,7 +68,12 @@ class Predictor:
             net.load_state_dict({k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")})
         except Exception as err:  # weights of another network, missing keys, ...
             raise CheckpointError(f"{path}: its weights do not fit {name} ({first_line(err)})") from None
-        return cls(net.to(device).eval(), name, normalization)
+        predictor = cls(net.to(device).eval(), name, normalization, recorded_rejection(checkpoint))
+        try:
+            predictor.rejection = predictor.rule(threshold)
+        except ValueError as err:
+            raise UserError(str(err)) from None
+        return predictor
 
     @torch.no_grad()
     def probabilities(self, images: torch.Tensor) -> torch.Tensor:
@@ -69,15 +81,36 @@ class Predictor:
         device = next(self.net.parameters()).device
         return self.net(normalize(images.to(device), self.normalization)).softmax(dim=1)
 
+    def rule(self, threshold: float | None = None) -> Rejection | None:
+        """The rule in force: this predictor's, or the same score with ``threshold`` instead (``ValueError`` outside
+        [0, 1]); ``None`` when neither is there."""
+        if threshold is None:
+            return self.rejection
+        return replace(self.rejection, threshold=threshold) if self.rejection else Rejection(threshold)
+
+    def judge(self, probs: torch.Tensor, threshold: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, 10) probabilities → each image's score (N,) and whether it reads as a digit (N,) under
+        :meth:`rule`; without a rule every image does."""
+        rule = self.rule(threshold)
+        if rule is None:
+            return Rejection.scores(probs), torch.ones(len(probs), dtype=torch.bool, device=probs.device)
+        return rule.scores(probs), rule.is_digit(probs)
+
 
 @dataclass
 class FileResult:
-    """What became of one input file: its prediction, or the one-line reason it has none."""
+    """What became of one input file: its prediction, or the one-line reason it has none.
+
+    An image that does not read as a digit (``is_digit`` false: its ``score`` is below the rule's threshold) is a
+    result like any other: ``digit`` is still the most probable one, for whoever wants the network's guess.
+    """
 
     path: str
     digit: int | None = None
     probability: float | None = None
     top3: list[tuple[int, float]] = field(default_factory=list)  # (digit, probability), most probable first
+    is_digit: bool | None = None  # None: an error
+    score: float | None = None  # the rule's score (higher reads more like a digit)
     error: str | None = None
     thumbnail: Image.Image | None = field(default=None, repr=False, compare=False)  # only when asked for
 
@@ -88,7 +121,8 @@ class FileResult:
     def as_dict(self) -> dict:
         """Plain data for JSON/CSV (no thumbnail)."""
         return {"path": self.path, "digit": self.digit, "probability": self.probability,
-                "top3": [list(pair) for pair in self.top3], "error": self.error}
+                "top3": [list(pair) for pair in self.top3], "is_digit": self.is_digit, "score": self.score,
+                "error": self.error}
 
 
 def expand_paths(paths: Iterable[str | Path]) -> list[tuple[Path, str | None]]:
@@ -124,7 +158,8 @@ def _thumbnail(image: Image.Image, size: int) -> Image.Image:
 
 def predict_files(predictor: Predictor, paths: Iterable[str | Path], preprocess: bool = True, batch_size: int = 256,
                   thumbnail_size: int | None = None) -> list[FileResult]:
-    """Predict the digit in each image file (folders expanded), in input order, ``batch_size`` images at a time.
+    """Predict the digit in each image file (folders expanded), in input order, ``batch_size`` images at a time; the
+    predictor's rule says which do not read as digits.
 
     A file that fails (missing, not an image, truncated, too large, blank) gets its error message and the others
     are still predicted. ``preprocess`` is :func:`mnist_lit.data.preprocess.to_mnist`'s: photos and drawings need it, images
@@ -136,9 +171,11 @@ def predict_files(predictor: Predictor, paths: Iterable[str | Path], preprocess:
     def flush() -> None:
         probs = predictor.probabilities(torch.stack([image for _, image in pending])).float().cpu()
         top = probs.topk(3, dim=1)
-        for (result, _), values, digits in zip(pending, top.values.tolist(), top.indices.tolist()):
-            result.digit, result.probability = digits[0], values[0]
-            result.top3 = list(zip(digits, values))
+        scores, is_digit = predictor.judge(probs)
+        for (result, _), values, digits, score, digit_like in zip(pending, top.values.tolist(), top.indices.tolist(),
+                                                                  scores.tolist(), is_digit.tolist()):
+            result.digit, result.probability, result.top3 = digits[0], values[0], list(zip(digits, values))
+            result.is_digit, result.score = digit_like, score
         pending.clear()
 
     for path, error in expand_paths(paths):

@@ -3,7 +3,9 @@
 ``POST /predict`` takes ``{"image": "<base64 image file>"}`` (a photo, a scan or a canvas, brought to MNIST's form by
 :func:`mnist_lit.data.preprocess.load_mnist`, exactly as ``predict-images`` does) or ``{"pixels": 28×28 of 0–255}`` (MNIST-like
 already: used as they are) and answers the digit, its probability, the top 3, all ten probabilities and the 28×28
-image the network saw. ``GET /ui/`` is the drawing page; ``GET /health`` is 200 once every worker is ready.
+image the network saw. An image that does not read as a digit (the checkpoint's rule, ``--threshold`` or the
+request's ``threshold``: ``mnist_lit.models.rejection``) is an answer like the others, marked ``"is_digit": false``,
+with its score. ``GET /ui/`` is the drawing page; ``GET /health`` is 200 once every worker is ready.
 
 Where the work happens, and why:
 
@@ -45,9 +47,10 @@ from pydantic_core import PydanticCustomError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mnist_lit.common.errors import UserError, one_line, run_reporting_errors
-from mnist_lit.inference.predict_images import positive_int
-from mnist_lit.inference.predictor import Predictor, resolve_device
 from mnist_lit.data.preprocess import BlankImageError, ImageError, load_mnist
+from mnist_lit.inference.predict_images import positive_int, score_threshold
+from mnist_lit.inference.predictor import Predictor, resolve_device
+from mnist_lit.models.rejection import Rejection
 
 PROG = "python -m mnist_lit.cli serve"
 HOSTS = ("127.0.0.1", "0.0.0.0", "::")  # the addresses LitServe binds to: this machine only, or every interface
@@ -61,15 +64,18 @@ UI_HEADERS = {"Content-Security-Policy": "default-src 'self'; img-src 'self' dat
               "X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache"}
 
 Byte = Annotated[int, Field(strict=True, ge=0, le=255)]  # a JSON integer: no strings or booleans read as numbers
+Threshold = Annotated[float, Field(strict=True, ge=0, le=1, allow_inf_nan=False)]  # a JSON number, 0 to 1
 Pixels = Annotated[list[Annotated[list[Byte], Field(min_length=28, max_length=28)]], Field(min_length=28, max_length=28)]
 
 
 @dataclass
 class Digit:
-    """What the network will see: uint8 (28, 28) pixels, white on black, or why there is nothing to see."""
+    """What the network will see: uint8 (28, 28) pixels, white on black, or why there is nothing to see; and the
+    request's own threshold, if it gave one."""
 
     pixels: np.ndarray | None
     blank: str | None = None
+    threshold: float | None = None
 
 
 def decode_image(text: str) -> Digit:
@@ -100,6 +106,10 @@ class PredictRequest(BaseModel):
                                                 "preprocessed exactly as predict-images does.")
     pixels: Pixels | None = Field(None, description="28 rows of 28 integers 0–255, white digit on black, centred as "
                                                     "in MNIST; used as they are.")
+    threshold: Threshold | None = Field(None, description="Optional: an image whose score is below this (0–1) is not "
+                                                          "a digit, in place of the server's threshold (the "
+                                                          "checkpoint's, or serve --threshold); 0 reads every image "
+                                                          "as a digit.")
     _digit: Digit = PrivateAttr()
 
     @model_validator(mode="after")
@@ -108,6 +118,7 @@ class PredictRequest(BaseModel):
             raise PydanticCustomError("input", 'give exactly one of "image" (a base64 image file) and "pixels" '
                                                '(28×28 integers 0–255)')
         self._digit = Digit(np.array(self.pixels, np.uint8)) if self.pixels is not None else decode_image(self.image)
+        self._digit.threshold = self.threshold
         return self
 
     @property
@@ -116,14 +127,20 @@ class PredictRequest(BaseModel):
 
 
 class Prediction(BaseModel):
-    """The answer of ``POST /predict``. For a blank image ``digit`` and the rest are null and ``reason`` says why."""
+    """The answer of ``POST /predict``. For a blank image ``digit`` and the rest are null and ``reason`` says why; an
+    image that does not read as a digit has ``is_digit`` false and the ``reason``, and the rest as any other."""
 
-    digit: int | None = Field(description="the most probable digit; null when the image is blank")
+    digit: int | None = Field(description="the most probable digit (check is_digit); null when the image is blank")
     probability: float | None = Field(description="its probability")
+    is_digit: bool = Field(description="whether the image reads as a digit: false when its score is below the "
+                                       "threshold, and for a blank image")
+    score: float | None = Field(description="the score the threshold applies to (the top probability); higher reads "
+                                            "more like a digit; null when the image is blank")
     top3: list[tuple[int, float]] = Field(description="[digit, probability] of the three most probable, best first")
     probabilities: list[float] | None = Field(description="the probability of each digit 0–9")
     seen: str | None = Field(description="the 28×28 image the network saw (white on black), base64 PNG")
-    reason: str | None = Field(None, description="why there is no digit (a blank image)")
+    reason: str | None = Field(None, description="why the image does not read as a digit: blank, or its score below "
+                                                 "the threshold")
     batch_size: int = Field(description="how many requests were predicted together, across clients")
 
 
@@ -132,6 +149,9 @@ class Answer:
     digit: Digit
     probabilities: list[float] | None
     batch_size: int
+    score: float | None = None
+    is_digit: bool = False
+    rule: Rejection | None = None  # the rule that applied, if any
 
 
 def png_base64(pixels: np.ndarray) -> str:
@@ -143,15 +163,16 @@ def png_base64(pixels: np.ndarray) -> str:
 class DigitAPI(ls.LitAPI):
     """The inference worker's side: batches of already-decoded digits through the checkpoint's network."""
 
-    def __init__(self, ckpt: str, threads: int, max_batch_size: int, batch_timeout: float):
+    def __init__(self, ckpt: str, threads: int, max_batch_size: int, batch_timeout: float,
+                 threshold: float | None = None):
         super().__init__(max_batch_size=max_batch_size, batch_timeout=batch_timeout)
-        self.ckpt, self.threads = ckpt, threads
+        self.ckpt, self.threads, self.threshold = ckpt, threads, threshold
 
     def setup(self, device: str) -> None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C reaches the whole group: the server stops its workers
         end_with_parent()
         torch.set_num_threads(self.threads)
-        self.predictor = Predictor.from_checkpoint(self.ckpt, device)  # weights only: no code runs from the file
+        self.predictor = Predictor.from_checkpoint(self.ckpt, device, self.threshold)  # weights only: no code runs
 
     def decode_request(self, request: PredictRequest) -> Digit:
         return request.digit
@@ -163,9 +184,18 @@ class DigitAPI(ls.LitAPI):
         if isinstance(digits, Digit):  # --max-batch-size 1: LitServe passes the requests one by one
             return self.predict([digits])[0]
         images = [d.pixels for d in digits if d.pixels is not None]
-        rows = iter(self.predictor.probabilities(torch.from_numpy(np.stack(images))).float().cpu().tolist()
-                    if images else [])
-        return [Answer(d, next(rows) if d.pixels is not None else None, len(digits)) for d in digits]
+        probs = iter(self.predictor.probabilities(torch.from_numpy(np.stack(images))).float().cpu()
+                     if images else [])
+        answers = []
+        for d in digits:
+            if d.pixels is None:
+                answers.append(Answer(d, None, len(digits)))
+                continue
+            row = next(probs)[None]
+            scores, is_digit = self.predictor.judge(row, d.threshold)  # each request may bring its own threshold
+            answers.append(Answer(d, row[0].tolist(), len(digits), float(scores[0]), bool(is_digit[0]),
+                                  self.predictor.rule(d.threshold)))
+        return answers
 
     def unbatch(self, answers: list[Answer]) -> list[Answer]:
         return answers
@@ -173,11 +203,14 @@ class DigitAPI(ls.LitAPI):
     def encode_response(self, answer: Answer) -> Prediction:
         probs = answer.probabilities
         if probs is None:
-            return Prediction(digit=None, probability=None, top3=[], probabilities=None, seen=None,
-                              reason=answer.digit.blank, batch_size=answer.batch_size)
+            return Prediction(digit=None, probability=None, is_digit=False, score=None, top3=[], probabilities=None,
+                              seen=None, reason=answer.digit.blank, batch_size=answer.batch_size)
         best = sorted(range(10), key=lambda d: -probs[d])[:3]
-        return Prediction(digit=best[0], probability=probs[best[0]], top3=[(d, probs[d]) for d in best],
-                          probabilities=probs, seen=png_base64(answer.digit.pixels), batch_size=answer.batch_size)
+        reason = None if answer.is_digit else (f"not a digit: its score {answer.score:.4f} is below the threshold "
+                                               f"{answer.rule.threshold:.4f}")
+        return Prediction(digit=best[0], probability=probs[best[0]], is_digit=answer.is_digit, score=answer.score,
+                          top3=[(d, probs[d]) for d in best], probabilities=probs,
+                          seen=png_base64(answer.digit.pixels), reason=reason, batch_size=answer.batch_size)
 
 
 # ------------------------------------------------------------------------------------------------- the server ---
@@ -265,6 +298,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="requests predicted together at most (default 32)")
     parser.add_argument("--batch-timeout", type=_seconds, default=0.005,
                         help="seconds a worker waits for a batch to fill (default 0.005)")
+    parser.add_argument("--threshold", type=score_threshold, metavar="T",
+                        help="an image whose score (its top probability) is below T is answered as not a digit; "
+                             "replaces the checkpoint's threshold, or gives one to a checkpoint that has none (which "
+                             "otherwise reads every image as a digit); a request's own \"threshold\" replaces it")
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
     return parser
 
@@ -328,13 +365,13 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     torch.set_num_threads(1)  # this process only checks the file: no thread pool to carry into forked HTTP processes
     Image.MAX_IMAGE_PIXELS = MAX_PIXELS  # each image is decoded in memory while its client waits: bound that memory
-    predictor = Predictor.from_checkpoint(args.ckpt)  # a bad checkpoint is one line here, not one per worker
+    predictor = Predictor.from_checkpoint(args.ckpt, threshold=args.threshold)  # one line here, not one per worker
     _check_port(args.host, args.port)
     # The HTTP processes decode the images; the workers share the cores left (at least one thread each): OpenMP
     # threads that wait for work spin, and would take the cores the decoding needs.
     spare = (os.cpu_count() or 1) - args.api_servers
     threads = max(1, spare // args.workers) if device.type == "cpu" else 1
-    api = DigitAPI(os.path.abspath(args.ckpt), threads, args.max_batch_size, args.batch_timeout)
+    api = DigitAPI(os.path.abspath(args.ckpt), threads, args.max_batch_size, args.batch_timeout, args.threshold)
     metadata = {"checkpoint": os.path.basename(args.ckpt), "network": predictor.net_name,
                 "normalization": predictor.normalization}
     server = build_server(api, args.workers, device, metadata)

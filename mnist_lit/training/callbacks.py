@@ -33,16 +33,18 @@ class TorchinfoSummary(L.Callback):
 
 
 class TrainingImageGrid(L.Callback):
-    """Logs the first training batch, as the network sees it, as an image grid in TensorBoard."""
+    """Logs the first training batch, as the network sees it, as an image grid in TensorBoard: ``train/images``, and
+    ``train/outliers`` for a batch with outliers (``--data.outliers``), distorted as the digits are."""
 
     def __init__(self, count: int = 64) -> None:
         self.count = count
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
         if trainer.global_step == 0 and batch_idx == 0 and isinstance(trainer.logger, TensorBoardLogger):
-            images = batch[0][: self.count].reshape(-1, 1, 28, 28).float().cpu()  # 0–255: shown as normalized
-            grid = make_grid(images, nrow=8, normalize=True, pad_value=1.0)
-            trainer.logger.experiment.add_image("train/images", grid, 0)
+            for tag, images in zip(("train/images", "train/outliers"), (batch[0], *batch[2:])):
+                images = images[: self.count].reshape(-1, 1, 28, 28).float().cpu()  # 0–255: shown as normalized
+                grid = make_grid(images, nrow=8, normalize=True, pad_value=1.0)
+                trainer.logger.experiment.add_image(tag, grid, 0)
 
 
 class BestScoreAsHpMetric(L.Callback):

@@ -1,8 +1,10 @@
-// The drawing page: strokes on a canvas → POST /predict (this server only) → top 3 and the 28×28 the network saw.
+// The drawing page: strokes on a canvas → POST /predict (this server only) → top 3 and the 28×28 the network saw;
+// an image the checkpoint's rule says is not a digit is said so, its top 3 still shown, greyed.
 "use strict";
 
 const pad = document.getElementById("pad");
 const ctx = pad.getContext("2d");
+const answer = document.querySelector(".result");
 const THROTTLE_MS = 150;  // at most one prediction this often while drawing; one more on release
 
 let drawing = false;
@@ -11,10 +13,19 @@ let inFlight = false;
 let queued = null;      // the latest image waiting for the request in flight to finish
 let lastSent = 0;
 let timer = null;
+let cleared = 0;        // how many times Clear was pressed: answers about a drawing cleared since are dropped
 
-function clearPad() {
+function wipe() {
   ctx.fillStyle = "#fff";
   ctx.fillRect(0, 0, pad.width, pad.height);
+}
+
+function clearPad() {
+  wipe();
+  cleared += 1;
+  queued = null;
+  clearTimeout(timer);
+  timer = null;
   showEmpty("–", "");
 }
 
@@ -73,15 +84,17 @@ async function send(image) {
   if (inFlight) { queued = image; return; }
   inFlight = true;
   lastSent = performance.now();
+  const sentAfter = cleared;
   try {
     const response = await fetch("/predict", {
       method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ image }),
     });
     const body = await response.json();
+    if (sentAfter !== cleared) return;  // the pad was cleared while this was on its way
     if (!response.ok) showEmpty("?", body.error || response.statusText, true);
     else show(body);
   } catch (err) {
-    showEmpty("?", `the server did not answer (${err.message})`, true);
+    if (sentAfter === cleared) showEmpty("?", `the server did not answer (${err.message})`, true);
   } finally {
     inFlight = false;
     if (queued) { const next = queued; queued = null; send(next); }
@@ -89,9 +102,11 @@ async function send(image) {
 }
 
 function show(result) {
-  if (result.digit === null) { showEmpty("–", result.reason || ""); return; }
-  document.getElementById("digit").textContent = result.digit;
-  document.getElementById("probability").textContent = `${(100 * result.probability).toFixed(1)} %`;
+  if (result.probabilities === null) { showEmpty("–", result.reason || ""); return; }  // blank: nothing drawn
+  answer.classList.toggle("not-digit", !result.is_digit);
+  document.getElementById("digit").textContent = result.is_digit ? result.digit : "That doesn't look like a digit";
+  document.getElementById("probability").textContent =
+    result.is_digit ? `${(100 * result.probability).toFixed(1)} %` : "";
   document.getElementById("status").textContent = "";
   const bars = document.getElementById("bars");
   bars.replaceChildren(...result.top3.map(([digit, p]) => {
@@ -107,6 +122,7 @@ function show(result) {
 }
 
 function showEmpty(digit, message, isError = false) {
+  answer.classList.remove("not-digit");
   document.getElementById("digit").textContent = digit;
   document.getElementById("probability").textContent = "";
   document.getElementById("bars").replaceChildren();
@@ -121,8 +137,8 @@ function useFile(file) {  // the file itself is sent, so it is read exactly as p
   const reader = new FileReader();
   reader.onload = () => {
     const image = new Image();
-    image.onload = () => {  // shown on the pad, fitted, for reference
-      clearPad();
+    image.onload = () => {  // shown on the pad, fitted, for reference (its answer may be here already: keep it)
+      wipe();
       const scale = Math.min(pad.width / image.width, pad.height / image.height);
       const w = image.width * scale, h = image.height * scale;
       ctx.drawImage(image, (pad.width - w) / 2, (pad.height - h) / 2, w, h);
