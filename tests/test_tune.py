@@ -355,6 +355,28 @@ def test_a_pruned_trial_stops_early_and_is_recorded_as_pruned(tmp_path, mnist_di
     assert "1      pruned" in out
 
 
+@pytest.mark.slow
+def test_a_trial_that_trained_its_whole_budget_is_never_pruned(tmp_path, mnist_dir, monkeypatch, capsys):
+    """The same two trials, one epoch each: the second is below the first's median, but pruning after the last epoch
+    would save nothing, so it completes and counts (bench/TUNE.md found such trials recorded as pruned)."""
+    monkeypatch.chdir(tmp_path)
+    space = space_file(tmp_path, {"model.lr": {"type": "float", "low": 1.0e-9, "high": 1.0e-2, "log": True},
+                                  "pruner": {"type": "median", "n_startup_trials": 1, "n_warmup_steps": 0}})
+    (tmp_path / "lightning_logs" / "tune" / "mlp").mkdir(parents=True)
+    queued = optuna.create_study(study_name="mlp", storage=embedded(tmp_path), direction="maximize")
+    queued.enqueue_trial({"model.lr": 0.003})
+    queued.enqueue_trial({"model.lr": 1.0e-9})
+    args = ["--model", "mlp", "--trials", "2", "--space", str(space), "--data.data_dir", mnist_dir,
+            "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "10", "--trainer.limit_val_batches", "2",
+            "--trainer.limit_test_batches", "2", "--data.eval_batch_size", "250", "--trainer.enable_progress_bar",
+            "false"]
+    status, out, err = run_in_process(args, capsys)
+    assert status == 0, err[-3000:]
+    good, poor = study(embedded(tmp_path)).trials
+    assert [good.state.name, poor.state.name] == ["COMPLETE", "COMPLETE"]
+    assert list(poor.intermediate_values) == [0] and poor.value < good.value
+
+
 # --- PostgreSQL, standing for several machines -----------------------------------------------------------------------
 
 

@@ -112,6 +112,13 @@ class TrialReport(PyTorchLightningPruningCallback):
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or trainer.callback_metrics.get(self.monitor) is None:
             return super().on_validation_end(trainer, pl_module) if self._trial is not None else None
+        if pl_module.current_epoch + 1 == trainer.max_epochs:
+            # The trial has trained its whole budget: pruning it now would save nothing and drop its result. Its last
+            # epoch is still reported, for the pruner's medians; every rank returns here, so none awaits a broadcast.
+            if self._trial is not None:
+                RUNNING.epochs = trainer.max_epochs
+                self._trial.report(float(trainer.callback_metrics[self.monitor]), step=pl_module.current_epoch)
+            return None
         if self._trial is not None:
             RUNNING.epochs = pl_module.current_epoch + 1
             return super().on_validation_end(trainer, pl_module)
