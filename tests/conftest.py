@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import lightning as L
@@ -17,6 +18,11 @@ from mnist_lit.models.classifier import MNISTClassifier
 from mnist_lit.models.rejection import Rejection
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# A shell starts background jobs (`make test &`, CI runners) with Ctrl+C ignored, and every process started from them
+# would inherit that; the Ctrl+C tests need it handled as in a terminal.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def tiny_arrays(n_train: int = 300, n_test: int = 100, seed: int = 0):
@@ -39,6 +45,17 @@ def write_tiny_mnist(data_dir: Path, **kwargs) -> dict[str, Pin]:
     train, test = tiny_arrays(**kwargs)
     write_idx_set(raw, train, test)
     return {p.name: Pin(sha256_of(p), p.stat().st_size) for p in sorted(raw.iterdir())}
+
+
+@pytest.fixture(autouse=True)
+def environment_as_found():
+    """Each test leaves os.environ as it found it. Runs in the test process write to it (``seed_everything`` its
+    PL_GLOBAL_SEED, ``--ckpt_path last`` its choice for DDP ranks), and every later test's runs and subprocesses
+    would inherit that."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
 
 
 @pytest.fixture
@@ -80,13 +97,15 @@ def ckpt(tmp_path_factory, mnist_dir) -> Path:
     root = tmp_path_factory.mktemp("ckpt")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    torch.manual_seed(0)
-    model = MNISTClassifier(net="lenet", normalization="mnist", optimizer="adam", lr=1e-3)
-    datamodule = MNISTDataModule(data_dir=mnist_dir)
-    trainer = L.Trainer(max_epochs=1, limit_val_batches=0, logger=False, accelerator="cpu",
-                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                        default_root_dir=root)
-    trainer.fit(model, datamodule=datamodule)
+    with pytest.MonkeyPatch.context() as env:  # the data order follows PL_GLOBAL_SEED, which earlier tests may leave set
+        env.setenv("PL_GLOBAL_SEED", "0")
+        torch.manual_seed(0)
+        model = MNISTClassifier(net="lenet", normalization="mnist", optimizer="adam", lr=1e-3)
+        datamodule = MNISTDataModule(data_dir=mnist_dir)
+        trainer = L.Trainer(max_epochs=1, limit_val_batches=0, logger=False, accelerator="cpu",
+                            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                            default_root_dir=root)
+        trainer.fit(model, datamodule=datamodule)
     torch.set_num_threads(threads)
     path = root / "lenet.ckpt"
     trainer.save_checkpoint(path)

@@ -71,13 +71,16 @@ def start(args: list[str], cwd: Path, stop: tuple[str, int] | None = None, host:
 
 
 def finish(*processes: subprocess.Popen, timeout: float = 300) -> list[subprocess.CompletedProcess]:
+    """Wait for each process; one still running after ``timeout`` fails the test with what it printed so far."""
     try:
         outputs = [p.communicate(timeout=timeout) for p in processes]
-        return [subprocess.CompletedProcess(p.args, p.returncode, *out) for p, out in zip(processes, outputs)]
-    finally:
-        for p in processes:  # only those a timeout left running, with the processes they started (their own group)
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGKILL)
+    except subprocess.TimeoutExpired:
+        stuck = [p for p in processes if p.poll() is None]
+        for p in stuck:  # with the processes each started (its own group)
+            os.killpg(p.pid, signal.SIGKILL)
+        stderr = "\n".join(p.communicate()[1][-4000:] for p in stuck)
+        pytest.fail(f"still running after {timeout:.0f} s; it printed, at the end:\n{stderr}")
+    return [subprocess.CompletedProcess(p.args, p.returncode, *out) for p, out in zip(processes, outputs)]
 
 
 def problems(stderr: str) -> str:
