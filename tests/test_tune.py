@@ -459,7 +459,7 @@ def test_postgresql_study_shared_by_two_machines_resumes_after_a_machine_dies(tm
 def test_ddp_with_two_cpu_processes_inside_each_trial_writes_one_result_per_trial(tmp_path, mnist_dir):
     args = tune_args(space_file(tmp_path), mnist_dir, 2, "--trainer.accelerator", "cpu", "--trainer.devices", "2",
                      "--trainer.strategy", "ddp")
-    run, = finish(start(args, tmp_path))
+    run, = finish(start(args, tmp_path), timeout=180)  # about 20 s alone here
     assert run.returncode == 0, problems(run.stderr)
     trials = study(embedded(tmp_path)).get_trials()
     assert [t.number for t in trials] == [0, 1] and states(trials) == ["COMPLETE"] * 2
