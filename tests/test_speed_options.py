@@ -4,13 +4,16 @@ says in the run it is given to, and trains; off by default, so the recipes run a
 from __future__ import annotations
 
 import sys
+from types import SimpleNamespace
 
 import lightning as L
 import pytest
 import torch
 
 from mnist_lit.data.datamodule import MNISTDataModule
+from mnist_lit.models.classifier import MNISTClassifier
 from mnist_lit.training import cli
+from mnist_lit.training.callbacks import EMAWeights
 from tests.conftest import write_tiny_mnist
 
 
@@ -86,3 +89,15 @@ def test_an_unknown_compile_mode_is_one_line_and_nonzero(tmp_path, monkeypatch, 
     assert status != 0 and probe is None
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "compile" in err[0], err
+
+
+def test_weight_averaging_copies_the_module_before_it_compiles():
+    """Lightning calls the callbacks' ``setup`` (where ``WeightAveraging`` copies the module) before the module's
+    own, which compiles its forward. A compiled forward made earlier would go into the copy as the same function,
+    still calling the live network: validation and checkpoints would silently use the raw weights, not the average."""
+    model = MNISTClassifier(net="fast", compile="default")
+    averaging = EMAWeights()
+    averaging.setup(SimpleNamespace(), model, "fit")
+    model.setup("fit")
+    assert model._compiled_forward is not None, "compiled by setup"
+    assert averaging._average_model.module._compiled_forward is None, "the average runs its own network"

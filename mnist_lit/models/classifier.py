@@ -101,7 +101,7 @@ class MNISTClassifier(L.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         self.net = build_net(net)
-        # The network's forward compiled by configure_model (--model.compile): a function, not a submodule, so the
+        # The network's forward compiled by setup (--model.compile): a function, not a submodule, so the
         # state_dict and anything that calls self.net itself (the model summary's layer hooks) see the plain network.
         self._compiled_forward: Callable[[torch.Tensor], torch.Tensor] | None = None
         if channels_last:
@@ -124,9 +124,10 @@ class MNISTClassifier(L.LightningModule):
         self.test_rejected = MeanMetric(nan_strategy="disable")
         self.rejection: dict | None = None  # checkpoint["rejection"]: the rule chosen last, with its statistics
 
-    def configure_model(self) -> None:
+    def setup(self, stage: str) -> None:
         """``compile``: ``forward`` runs the network through ``torch.compile`` (compiled at its first calls).
-        Lightning calls this hook for every fit, validate, test or predict run: it compiles once. Static shapes
+        Lightning calls this hook for every fit, validate, test or predict run, after the callbacks' own ``setup``
+        (so ``WeightAveraging``'s copy of the module runs uncompiled): it compiles once. Static shapes
         (``dynamic=False``): the training batch and the evaluation batch each get their own specialised graph."""
         if self.hparams.compile != "none" and self._compiled_forward is None:
             self._compiled_forward = torch.compile(self.net.forward, mode=self.hparams.compile, dynamic=False)
