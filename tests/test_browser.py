@@ -70,10 +70,11 @@ def page(browser, server):
     context.close()
 
 
-def draw(page: Page, strokes: list[list[tuple[float, float]]]) -> None:
-    """Mouse strokes on the pad; points are fractions of its width and height, each stroke pressed, moved, released."""
+def draw(page: Page, strokes: list[list[tuple[float, float]]], lift: bool = True) -> None:
+    """Mouse strokes on the pad; points are fractions of its width and height, each stroke pressed, moved, released
+    (the last one left pressed unless ``lift``)."""
     box = page.locator("#pad").bounding_box()
-    for stroke in strokes:
+    for i, stroke in enumerate(strokes):
         x, y = stroke[0]
         page.mouse.move(box["x"] + x * box["width"], box["y"] + y * box["height"])
         page.mouse.down()
@@ -82,7 +83,8 @@ def draw(page: Page, strokes: list[list[tuple[float, float]]]) -> None:
                 page.mouse.move(box["x"] + (x0 + t * (x1 - x0)) * box["width"],
                                 box["y"] + (y0 + t * (y1 - y0)) * box["height"])
                 page.wait_for_timeout(15)
-        page.mouse.up()
+        if lift or i < len(strokes) - 1:
+            page.mouse.up()
 
 
 SEVEN = [[(0.25, 0.22), (0.75, 0.22), (0.45, 0.82)]]  # a bar, then the long diagonal down to the left
@@ -124,6 +126,29 @@ def test_a_drawn_x_is_not_a_digit_and_its_top_3_is_greyed(page, server):
     draw(page, ONE)
     expect(page.locator("#digit")).to_have_text("1", timeout=10_000)
     assert page.evaluate(fill) == "rgb(91, 79, 224)"  # the accent colour again
+    assert not page.errors, page.errors
+
+
+def test_not_a_digit_is_said_once_the_pen_is_lifted(page):
+    """Live answers while the pen is down grey the top 3 but keep the message back (a digit half drawn is often no
+    digit yet, and the message would flicker); lifting the pen says it."""
+    draw(page, X, lift=False)
+    expect(page.locator("#digit")).to_have_text("…", timeout=10_000)
+    expect(page.locator(".result")).to_have_class(re.compile("not-digit"))
+    page.mouse.up()
+    expect(page.locator("#digit")).to_have_text(NOT_A_DIGIT, timeout=10_000)
+    assert not page.errors, page.errors
+
+
+def test_a_tap_leaves_a_dot_and_is_read(page):
+    """A tap is a stroke of no length, which a canvas does not draw: the page draws a dot of the pen's width."""
+    box = page.locator("#pad").bounding_box()
+    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    inked = page.locator("#pad").evaluate(
+        "c => Array.from(c.getContext('2d').getImageData(c.width / 2 - 3, c.height / 2 - 3, 6, 6).data)"
+        ".every((v, i) => i % 4 === 3 || v < 60)")
+    assert inked, "black under the tap"
+    page.wait_for_function("document.getElementById('seen').naturalWidth === 28")  # read: not "no ink found"
     assert not page.errors, page.errors
 
 

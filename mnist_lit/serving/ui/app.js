@@ -1,16 +1,18 @@
 // The drawing page: strokes on a canvas → POST /predict (this server only) → top 3 and the 28×28 the network saw;
-// an image the checkpoint's rule says is not a digit is said so, its top 3 still shown, greyed.
+// an image the checkpoint's rule says is not a digit is said so (once the pen is lifted: a digit half drawn is
+// often no digit yet), its top 3 still shown, greyed.
 "use strict";
 
 const pad = document.getElementById("pad");
 const ctx = pad.getContext("2d");
 const answer = document.querySelector(".result");
 const THROTTLE_MS = 150;  // at most one prediction this often while drawing; one more on release
+const NOT_A_DIGIT = "That doesn't look like a digit";
 
 let drawing = false;
 let last = null;
 let inFlight = false;
-let queued = null;      // the latest image waiting for the request in flight to finish
+let queued = null;      // the latest image waiting for the request in flight to finish, and whether it is live
 let lastSent = 0;
 let timer = null;
 let cleared = 0;        // how many times Clear was pressed: answers about a drawing cleared since are dropped
@@ -34,6 +36,13 @@ function point(event) {
   return { x: (event.clientX - box.left) * pad.width / box.width, y: (event.clientY - box.top) * pad.height / box.height };
 }
 
+function dot(at) {  // a tap: a stroke of no length, which the canvas would not draw
+  ctx.fillStyle = "#000";
+  ctx.beginPath();
+  ctx.arc(at.x, at.y, pad.width / 28, 0, 2 * Math.PI);
+  ctx.fill();
+}
+
 function stroke(from, to) {
   ctx.strokeStyle = "#000";
   ctx.lineWidth = pad.width / 14;  // about MNIST's stroke once the digit is scaled to 20×20
@@ -49,7 +58,7 @@ pad.addEventListener("pointerdown", (event) => {
   drawing = true;
   pad.setPointerCapture(event.pointerId);
   last = point(event);
-  stroke(last, last);
+  dot(last);
   schedule();
 });
 
@@ -69,7 +78,7 @@ function release() {
   drawing = false;
   clearTimeout(timer);
   timer = null;
-  send(pad.toDataURL("image/png"));
+  send(pad.toDataURL("image/png"), false);
 }
 pad.addEventListener("pointerup", release);
 pad.addEventListener("pointercancel", release);
@@ -77,11 +86,11 @@ pad.addEventListener("pointercancel", release);
 function schedule() {  // throttled live prediction while drawing
   if (timer) return;
   const wait = Math.max(0, THROTTLE_MS - (performance.now() - lastSent));
-  timer = setTimeout(() => { timer = null; send(pad.toDataURL("image/png")); }, wait);
+  timer = setTimeout(() => { timer = null; send(pad.toDataURL("image/png"), drawing); }, wait);
 }
 
-async function send(image) {
-  if (inFlight) { queued = image; return; }
+async function send(image, live = false) {  // live: sent while the pen is still down
+  if (inFlight) { queued = { image, live }; return; }
   inFlight = true;
   lastSent = performance.now();
   const sentAfter = cleared;
@@ -92,19 +101,19 @@ async function send(image) {
     const body = await response.json();
     if (sentAfter !== cleared) return;  // the pad was cleared while this was on its way
     if (!response.ok) showEmpty("?", body.error || response.statusText, true);
-    else show(body);
+    else show(body, live);
   } catch (err) {
     if (sentAfter === cleared) showEmpty("?", `the server did not answer (${err.message})`, true);
   } finally {
     inFlight = false;
-    if (queued) { const next = queued; queued = null; send(next); }
+    if (queued) { const next = queued; queued = null; send(next.image, next.live); }
   }
 }
 
-function show(result) {
+function show(result, live) {
   if (result.probabilities === null) { showEmpty("–", result.reason || ""); return; }  // blank: nothing drawn
   answer.classList.toggle("not-digit", !result.is_digit);
-  document.getElementById("digit").textContent = result.is_digit ? result.digit : "That doesn't look like a digit";
+  document.getElementById("digit").textContent = result.is_digit ? result.digit : live ? "…" : NOT_A_DIGIT;
   document.getElementById("probability").textContent =
     result.is_digit ? `${(100 * result.probability).toFixed(1)} %` : "";
   document.getElementById("status").textContent = "";
