@@ -10,9 +10,7 @@ Plain torch/numpy/PIL: no Lightning.
 
 from __future__ import annotations
 
-import errno
 import math
-import tempfile
 from collections.abc import Callable, Mapping
 from functools import cache
 from pathlib import Path
@@ -21,9 +19,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
-from mnist_lit.common.errors import WRITE_FAULTS, UserError
+from mnist_lit.common.errors import UserError
 from mnist_lit.data.preprocess import ImageError, to_mnist
-from mnist_lit.data.provision import Pin, install, missing_files
+from mnist_lit.data.provision import Pin, provision_from
 
 # sha256 and size of the four raw (unpacked) IDX files, as MNIST's OFFICIAL_PINS. They are the files torchvision
 # downloads: Debian's .gz files hold the very deflate streams of the upstream ones; given back the gzip header's file
@@ -70,52 +68,11 @@ def _raw_dir(data_dir: str | Path) -> Path:
 
 
 def provision_fashion(data_dir: str | Path) -> str:
-    """Make ``<data_dir>/FashionMNIST/raw`` hold the four verified Fashion-MNIST IDX files; return where they came from.
-
-    Sources in order: the files already there (plain or .gz); Debian's ``dataset-fashion-mnist``; torchvision's
-    download. Each file is checked against :data:`PINS` and written under a temporary name first (as MNIST's
-    provisioning), so a bad source or a full disk never leaves a half-written file. Raises :class:`OutlierDataError`.
-    """
-    raw_dir = _raw_dir(data_dir)
-    try:
-        raw_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise _cannot_write(raw_dir, err) from None
-    missing = missing_files(raw_dir, PINS)
-    if not missing:
-        return f"the verified files in {raw_dir}"
-    failures = []
-    for label, source in SOURCES.items():
-        try:
-            with tempfile.TemporaryDirectory(prefix=".provision-", dir=raw_dir) as tmp:
-                folder = source(Path(tmp))
-                for name in missing:
-                    plain = folder / name
-                    install(plain if plain.is_file() else folder / f"{name}.gz", raw_dir / name, PINS[name])
-            return label
-        except OSError as err:
-            if err.errno in WRITE_FAULTS and err.errno != errno.ENOENT:  # the disk is at fault: no source can help
-                raise _cannot_write(raw_dir, err) from None
-            failures.append(f"{label}: {_first_line(err)}")
-        except Exception as err:  # noqa: BLE001 - each source may fail in its own way; the next one is tried
-            failures.append(f"{label}: {_first_line(err)}")
-        missing = missing_files(raw_dir, PINS)
-    raise OutlierDataError(
-        f"no source could supply verified Fashion-MNIST files ({'; '.join(failures)}). "
-        f"Install them with `apt-get install {DEBIAN_PACKAGE}`, or connect to the internet, "
-        f"or put {', '.join(missing)} (plain or .gz) into {raw_dir} and run again."
-    )
-
-
-def _first_line(err: BaseException) -> str:
-    return str(err).splitlines()[0] if str(err) else type(err).__name__
-
-
-def _cannot_write(raw_dir: Path, err: OSError) -> OutlierDataError:
-    return OutlierDataError(
-        f"cannot write Fashion-MNIST into {raw_dir} ({err.strerror or err}): free some space or make the folder "
-        f"writable, or point --data.data_dir (or MNIST_LIT_DATA_DIR) at another folder"
-    )
+    """Make ``<data_dir>/FashionMNIST/raw`` hold the four verified Fashion-MNIST IDX files, as MNIST's are made;
+    return where they came from. Sources in order: the files already there (plain or .gz); Debian's
+    ``dataset-fashion-mnist``; torchvision's download. Raises :class:`OutlierDataError`."""
+    advice = f"Install them with `apt-get install {DEBIAN_PACKAGE}`, or connect to the internet, or put"
+    return provision_from(_raw_dir(data_dir), PINS, SOURCES, "Fashion-MNIST", advice, OutlierDataError)
 
 
 def fashion_images(data_dir: str | Path, train: bool) -> torch.Tensor:

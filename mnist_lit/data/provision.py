@@ -198,35 +198,46 @@ _WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.ER
 
 def provision(raw_dir: Path, pins: Mapping[str, Pin] = OFFICIAL_PINS,
               sources: Iterable[str] | None = None) -> str:
-    """Make every pinned file valid in ``raw_dir``; return the name of the source that served.
+    """Make every pinned MNIST file valid in ``raw_dir``; return the name of the source that served.
 
     A read-only ``raw_dir`` is fine when its files are already valid.
     """
+    chosen = {label: SOURCES[label] for label in (sources if sources is not None else SOURCES)}
+    return provision_from(raw_dir, pins, chosen, "MNIST", "Put")
+
+
+def provision_from(raw_dir: Path, pins: Mapping[str, Pin], sources: Mapping[str, Callable[[Path], Path]],
+                   dataset: str, advice: str, error: type[UserError] = ProvisionError) -> str:
+    """Make every pinned file valid in ``raw_dir`` from the first of ``sources`` (each fills a folder with the files,
+    plain or .gz) that can; return its name. Each file is checked against its pin before it replaces anything, so a
+    bad source or a full disk never leaves a half-written file. Otherwise one ``error``: the disk's fault, or each
+    source's reason and ``advice`` (how the sentence naming the missing files begins)."""
     try:
         raw_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise _cannot_write(raw_dir, err) from None
+        raise _cannot_write(raw_dir, err, dataset, error) from None
     missing = missing_files(raw_dir, pins)
     if not missing:
         return f"the verified files in {raw_dir}"
     failures = []
-    for label in sources if sources is not None else SOURCES:
+    for label, source in sources.items():
         try:
             with tempfile.TemporaryDirectory(prefix=".provision-", dir=raw_dir) as tmp:
-                folder = SOURCES[label](Path(tmp))
+                folder = source(Path(tmp))
                 for name in missing:
-                    install(folder / name, raw_dir / name, pins[name])
+                    plain = folder / name
+                    install(plain if plain.is_file() else folder / f"{name}.gz", raw_dir / name, pins[name])
             return label
         except OSError as err:
             if err.errno in _WRITE_ERRORS:
-                raise _cannot_write(raw_dir, err) from None
+                raise _cannot_write(raw_dir, err, dataset, error) from None
             failures.append(f"{label}: {_reason(err)}")
         except Exception as err:  # noqa: BLE001 - each source may fail in its own way; the next one is tried
             failures.append(f"{label}: {_reason(err)}")
         missing = missing_files(raw_dir, pins)
-    raise ProvisionError(
-        f"no source could supply verified MNIST files ({'; '.join(failures)}). "
-        f"Put {', '.join(missing)} (plain or .gz) into {raw_dir} and run again."
+    raise error(
+        f"no source could supply verified {dataset} files ({'; '.join(failures)}). "
+        f"{advice} {', '.join(missing)} (plain or .gz) into {raw_dir} and run again."
     )
 
 
@@ -234,8 +245,8 @@ def _reason(err: BaseException) -> str:
     return str(err).splitlines()[0] if str(err) else type(err).__name__
 
 
-def _cannot_write(raw_dir: Path, err: OSError) -> ProvisionError:
-    return ProvisionError(
-        f"cannot write MNIST into {raw_dir} ({err.strerror or err}): free some space or make the folder writable, "
-        f"or point --data.data_dir (or MNIST_LIT_DATA_DIR) at another folder"
+def _cannot_write(raw_dir: Path, err: OSError, dataset: str, error: type[UserError]) -> UserError:
+    return error(
+        f"cannot write {dataset} into {raw_dir} ({err.strerror or err}): free some space or make the folder "
+        f"writable, or point --data.data_dir (or MNIST_LIT_DATA_DIR) at another folder"
     )
