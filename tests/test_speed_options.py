@@ -36,6 +36,9 @@ class Probe(L.Callback):
         self.kernels = {key: defaults[key] for key in ("fused", "foreach")}
         pl_module.net.classifier.register_forward_hook(self._record)  # inside the network: in its compiled code
 
+    def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.hparams = dict(pl_module.hparams)
+
     def _record(self, module, inputs, output) -> None:
         self.counts[int(torch.compiler.is_compiling()), int(output.dtype == torch.bfloat16)] += 1
 
@@ -101,3 +104,18 @@ def test_weight_averaging_copies_the_module_before_it_compiles():
     model.setup("fit")
     assert model._compiled_forward is not None, "compiled by setup"
     assert averaging._average_model.module._compiled_forward is None, "the average runs its own network"
+
+
+def test_an_evaluation_runs_as_its_own_command_line_says(tmp_path, monkeypatch, one_thread):
+    """LightningCLI reads a checkpoint's hyperparameters over the command line's: right for what the network learnt
+    (its net, its normalization), wrong for how to run it, which ``test`` takes from its own options."""
+    status, _ = fit(["--model.channels_last", "false", "--model.normalization", "half"], tmp_path, monkeypatch)
+    assert status == 0
+    ckpt = next((tmp_path / "lightning_logs").rglob("last.ckpt"))
+    status = cli.main(["test", "--model", "cnn3block", "--ckpt_path", str(ckpt), "--data.data_dir",
+                       str(tmp_path / "data"), "--data.val_size", "50", "--data.eval_batch_size", "50",
+                       "--model.channels_last", "true", "--trainer.enable_progress_bar", "false",
+                       "--trainer.callbacks+=tests.test_speed_options.Probe"])
+    assert status == 0
+    assert Probe.last.hparams["channels_last"] is True, "the command line's"
+    assert Probe.last.hparams["normalization"] == "half", "the checkpoint's"

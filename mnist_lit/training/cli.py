@@ -87,6 +87,9 @@ def evaluation_folder(subcommand: str, config) -> None:
 
 # Lightning's bar redraws after every step: 0.5–0.8 ms, a quarter of an mlp step on a CPU (bench/BARE_LOOP.md)
 BAR_REFRESH_STEPS = 20
+# How to run the network, not what it learnt: LightningCLI reads a checkpoint's hyperparameters over the command line's,
+# and an evaluation (validate, test, predict) takes these from its own command line (or their defaults) instead.
+RUN_OPTIONS = ("channels_last", "compile", "fused")
 RESUME_FROM = "MNIST_LIT_RESUME_FROM"  # the last.ckpt that rank 0 picked for --ckpt_path last, for the other ranks
 
 
@@ -141,6 +144,7 @@ class MNISTCLI(LightningCLI):
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
         if ckpt_path not in (None, "last", "best"):
             read_checkpoint(ckpt_path)
+        self._run_options = {key: self.config[subcommand].model[key] for key in RUN_OPTIONS} if subcommand else {}
 
     def before_instantiate_classes(self) -> None:
         """``fit --ckpt_path last`` resumes the newest run of this model, logging on into its version folder;
@@ -154,6 +158,8 @@ class MNISTCLI(LightningCLI):
                 raise UserError(f"--ckpt_path {config.ckpt_path} names a checkpoint of the run in this process, and "
                                 f"{self.subcommand} trains none: give the path of a .ckpt file")
             evaluation_folder(self.subcommand, config)
+            for key, value in self._run_options.items():
+                config.model[key] = value
             # an evaluation saves no checkpoint, so the checkpoint callbacks' state in CKPT has nothing to resume
             warnings.filterwarnings("ignore", message="The dirpath has changed from")
             return
