@@ -58,7 +58,10 @@ def browser():
 
 @pytest.fixture
 def page(browser, server):
-    """The page, with every request it makes recorded in ``page.requested`` and console errors in ``page.errors``."""
+    """The page, with every request it makes recorded in ``page.requested`` and console errors in ``page.errors``.
+
+    The page forbids ``eval`` (its Content-Security-Policy), so waits are ``expect`` assertions or
+    ``wait_for_function`` on an arrow function: a plain expression is re-``eval``-ed on every poll and throws."""
     context = browser.new_context(viewport={"width": 900, "height": 600})
     page = context.new_page()
     page.requested, page.errors = [], []
@@ -104,7 +107,7 @@ def test_a_drawn_digit_is_read_live_and_only_this_server_is_asked(page, server, 
         "() => { const li = document.querySelector('#bars li'); const p = parseFloat(li.querySelector('.value')"
         ".textContent) / 100; const w = li.querySelector('.fill').getBoundingClientRect().width / "
         "li.querySelector('.track').getBoundingClientRect().width; return Math.abs(w - p) < 0.02; }")
-    page.wait_for_function("document.getElementById('seen').naturalWidth === 28")  # the 28×28 the network saw
+    expect(page.locator("#seen")).to_have_js_property("naturalWidth", 28)  # the 28×28 the network saw
     assert page.locator("#seen").evaluate("img => img.naturalHeight") == 28
     predictions = [url for url in page.requested if url.endswith("/predict")]
     assert len(predictions) >= 2, page.requested  # live while drawing, and again on release
@@ -121,7 +124,7 @@ def test_a_drawn_x_is_not_a_digit_and_its_top_3_is_greyed(page, server):
     expect(page.locator("#bars li")).to_have_count(3)
     fill = "() => getComputedStyle(document.querySelector('#bars .fill')).backgroundColor"
     assert page.evaluate(fill) == "rgb(184, 188, 198)"  # greyed
-    page.wait_for_function("document.getElementById('seen').naturalWidth === 28")
+    expect(page.locator("#seen")).to_have_js_property("naturalWidth", 28)
     page.click("#clear")
     draw(page, ONE)
     expect(page.locator("#digit")).to_have_text("1", timeout=10_000)
@@ -148,7 +151,7 @@ def test_a_tap_leaves_a_dot_and_is_read(page):
         "c => Array.from(c.getContext('2d').getImageData(c.width / 2 - 3, c.height / 2 - 3, 6, 6).data)"
         ".every((v, i) => i % 4 === 3 || v < 60)")
     assert inked, "black under the tap"
-    page.wait_for_function("document.getElementById('seen').naturalWidth === 28")  # read: not "no ink found"
+    expect(page.locator("#seen")).to_have_js_property("naturalWidth", 28)  # read: not "no ink found"
     assert not page.errors, page.errors
 
 
