@@ -93,6 +93,10 @@ def test_a_run_with_outliers_writes_a_rule_that_readers_use(tiny_data, tmp_path)
     images = EventAccumulator(str(tmp_path / "run" / "version_0")).Reload().Tags()["images"]
     assert {"train/images", "train/outliers"} <= set(images)
 
+    kept = {p.name.rsplit("-", 1)[0]: p for p in (Path(trainer.datamodule.hparams.data_dir) / "outliers").iterdir()}
+    assert sorted(kept) == ["synthetic-100-seed1", "synthetic-200-seed0"], "the pools, kept for the next run"
+    assert torch.equal(torch.load(kept["synthetic-200-seed0"], weights_only=True), trainer.datamodule.outlier_pool)
+
 
 def test_without_outliers_nothing_is_rejected_or_recorded(tiny_data, tmp_path):
     shapes = BatchShapes()

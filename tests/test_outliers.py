@@ -149,6 +149,7 @@ def pool() -> torch.Tensor:
 def test_synthetic_outliers_are_deterministic_per_seed(pool):
     assert pool.dtype == torch.uint8 and pool.shape == (300, 28, 28)
     assert torch.equal(outliers.synthetic_outliers(20, seed=3), pool[:20]), "same seed, same images; n only extends"
+    assert torch.equal(outliers.synthetic_outliers(300, seed=3, workers=2), pool), "the same on several processes"
     other = outliers.synthetic_outliers(20, seed=4)
     assert not any(torch.equal(a, b) for a in other for b in pool[:20])
     assert outliers.synthetic_outliers(0, seed=3).shape == (0, 28, 28)

@@ -189,6 +189,12 @@ class MNISTDataModule(L.LightningDataModule):
         rank_zero_info(f"MNIST: served by {source}")
         if self.outliers.enabled and (self.outliers.fashion or self.outliers.val_fashion):
             rank_zero_info(f"Fashion-MNIST (outliers): served by {provision_fashion(self.hparams.data_dir)}")
+        if self.outliers.enabled and self.trainer is not None and self.trainer.state.fn in ("fit", "validate"):
+            # made once per machine (local rank 0), so DDP's other ranks only read the files in setup()
+            for n, seed in ((self.outliers.synthetic, self.outliers.seed),
+                            (self.outliers.val_synthetic, self.outliers.seed + 1)):
+                if n:
+                    self._synthetic(n, seed)
 
     def setup(self, stage: str | None = None) -> None:
         self._augment_epoch = None  # a new fit (or a resumed one) reseeds at its first batch
@@ -233,8 +239,9 @@ class MNISTDataModule(L.LightningDataModule):
 
     def _synthetic(self, n: int, seed: int) -> torch.Tensor:
         """``synthetic_outliers(n, seed)``, kept in ``<data_dir>/outliers/`` after the first run: rendering and
-        reading each one as predict-images would takes milliseconds, minutes for a pool, longer than ``fast``'s
-        whole training. The file's name carries the generator's source digest, so a changed generator makes anew."""
+        reading each one as predict-images would takes milliseconds, half a CPU minute for a pool, about ``fast``'s
+        whole training, so every CPU makes a share (1,000 images at least). The file's name carries the
+        generator's source digest, so a changed generator makes anew."""
         digest = hashlib.sha256(Path(inspect.getsourcefile(synthetic_outliers)).read_bytes()).hexdigest()[:12]
         path = Path(self.hparams.data_dir) / "outliers" / f"synthetic-{n}-seed{seed}-{digest}.pt"
         try:
@@ -243,7 +250,7 @@ class MNISTDataModule(L.LightningDataModule):
             images = None
         if isinstance(images, torch.Tensor) and images.shape == (n, 28, 28) and images.dtype == torch.uint8:
             return images
-        images = synthetic_outliers(n, seed)
+        images = synthetic_outliers(n, seed, workers=min(os.cpu_count() or 1, n // 1000))
         path.parent.mkdir(parents=True, exist_ok=True)
         with replaced_on_success(path) as tmp:
             torch.save(images, tmp)
