@@ -3,6 +3,7 @@ inside the 28×28 field, and off (bit for bit) in every recipe that does not ask
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import lightning as L
@@ -12,6 +13,7 @@ import yaml
 from jsonargparse import ArgumentParser
 from torchvision.datasets import MNIST
 
+import mnist_lit.data.augment as augment_module
 from mnist_lit.common.errors import UserError
 from mnist_lit.data.augment import INK, Affine, Augmentation, Contrast, Elastic, Resolution, Stroke, augment
 from mnist_lit.data.datamodule import EpochShuffle
@@ -38,6 +40,7 @@ FAMILIES = {
     "elastic": Augmentation(elastic=Elastic(alpha=2)),
     "stroke": Augmentation(stroke=Stroke(p=1)),
     "resolution": Augmentation(resolution=Resolution(p_low=1)),
+    "blocky": Augmentation(resolution=Resolution(p_low=1, blocky=1)),
     "blur": Augmentation(resolution=Resolution(p_blur=1)),
     "contrast": Augmentation(contrast=Contrast(p=1, gamma=2)),
 }
@@ -52,7 +55,7 @@ def digits(mnist_dir) -> torch.Tensor:
 def test_the_recipe_is_what_the_yaml_says():
     cfg = best()
     assert cfg.enabled and cfg.affine.rotation > 0 and cfg.elastic.alpha > 0 and cfg.stroke.p > 0
-    assert cfg.resolution.p_low > 0 and cfg.resolution.p_blur > 0 and cfg.contrast.p > 0
+    assert cfg.resolution.p_low > 0 and cfg.resolution.blocky > 0 and cfg.resolution.p_blur > 0 and cfg.contrast.p > 0
 
 
 @pytest.mark.parametrize("family", [*FAMILIES, "best"])
@@ -63,6 +66,25 @@ def test_each_image_gets_its_own_distortion(digits, family):
     flat = out.flatten(1)
     differences = (flat[:, None] - flat[None]).abs().amax(dim=2) + torch.eye(64) * 255
     assert differences.min() > 0, "two copies of one image came out the same: parameters drawn per batch?"
+
+
+def test_blocky_digits_keep_square_pixels(digits):
+    """Enlarged with nearest-neighbour pixels their edges are steps, which bilinear enlargement smooths: more
+    variation between neighbouring pixels (the same sizes and phases: the blocky draw comes after them)."""
+    def variation(x: torch.Tensor) -> float:
+        return float((x.diff(dim=-1).abs().mean() + x.diff(dim=-2).abs().mean()))
+
+    smooth, blocky = (augment(digits, Augmentation(resolution=Resolution(p_low=1, low_min=12, low_max=14, blocky=b)),
+                              torch.Generator().manual_seed(0)) for b in (0.0, 1.0))
+    assert variation(blocky) > 1.1 * variation(smooth)
+
+
+def test_the_device_path_makes_the_cpu_paths_images(digits, monkeypatch):
+    """Off the CPU every distortion is computed for every digit and selected (fixed shapes); on it, gathered."""
+    cfg = replace(best(), resolution=replace(best().resolution, p_low=0.5, blocky=0.5, p_blur=0.3))
+    on_cpu = augment(digits, cfg, torch.Generator().manual_seed(1))
+    monkeypatch.setattr(augment_module, "_fixed_shapes", lambda x: True)
+    assert torch.allclose(augment(digits, cfg, torch.Generator().manual_seed(1)), on_cpu, atol=1e-3)
 
 
 def test_the_same_seed_gives_the_same_batch_and_leaves_the_global_random_state_alone(digits):

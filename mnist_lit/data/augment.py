@@ -11,7 +11,8 @@ the host never waits for the GPU (tests/test_cuda.py); on the CPU the results ar
 The families, in the order they are applied (each off at its default, so the default :class:`Augmentation` is off):
 
 1. stroke width: a thicker or thinner pen (grey-level dilation or erosion, ``max_pool2d``);
-2. resolution and blur: a digit written small or scanned coarsely (down-sampled, then enlarged again), or blurred;
+2. resolution and blur: a digit written small or scanned coarsely (down-sampled, then enlarged again, smoothly or
+   in square blocks), or blurred;
 3. geometry: affine (rotation, scale with an aspect change, shear/slant, translation) and an elastic distortion
    (a smooth random displacement field), one ``grid_sample`` for both. The digit is kept inside the 28×28 field: a
    transform that would push its ink (every pixel above ``INK``, blur included) out is scaled down and its
@@ -93,6 +94,8 @@ class Resolution:
             and enlarged back to 28 (bilinear); 0 = off.
         low_min: smallest down-sampled field, pixels (MNIST's 20-pixel digit box becomes 20·low_min/28 pixels).
         low_max: largest down-sampled field, pixels.
+        blocky: share of the down-sampled digits enlarged back with nearest-neighbour pixels instead, as a zoomed
+            screenshot or a small drawing enlarged shows them (square blocks); 0 = all bilinear.
         p_blur: probability of a Gaussian blur; 0 = off.
         blur_sigma: largest blur standard deviation, pixels (uniform in 0.3–blur_sigma).
     """
@@ -100,6 +103,7 @@ class Resolution:
     p_low: ClosedUnitInterval = 0.0
     low_min: PositiveInt = 10
     low_max: PositiveInt = 18
+    blocky: ClosedUnitInterval = 0.0
     p_blur: ClosedUnitInterval = 0.0
     blur_sigma: PositiveFloat = 1.2
 
@@ -214,6 +218,8 @@ def _draw_resolution(p: _Parameters, n: int, h: int, w: int, cfg: Resolution, g:
     kernel = torch.where(blur.view(n, 1), kernel, (taps == 0).float())  # identity for the unblurred
     p["blur_kernel"] = kernel / kernel.sum(dim=1, keepdim=True)
     p["blur_any"] = blur.any().view(1)
+    if cfg.blocky:  # drawn last, and only when asked: configurations without it keep their random streams
+        p["low_blocky"] = _chosen(n, cfg.blocky, g)
 
 
 def _draw_geometry(p: _Parameters, n: int, h: int, w: int, affine: Affine, elastic: Elastic,
@@ -332,18 +338,21 @@ def _sample(x: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
-def _coarse(shifted: torch.Tensor, back: torch.Tensor, size: int) -> torch.Tensor:
-    """Digits already moved to their coarse pixels' phase, down-sampled to a size×size field, enlarged back and
-    moved back (``back``: the grid of the opposite shift)."""
+def _coarse(shifted: torch.Tensor, back: torch.Tensor, size: int, blocky: torch.Tensor | None) -> torch.Tensor:
+    """Digits already moved to their coarse pixels' phase, down-sampled to a size×size field, enlarged back
+    (bilinear, or nearest-neighbour where ``blocky``) and moved back (``back``: the grid of the opposite shift)."""
     small = F.interpolate(shifted, size=(size, size), mode="area")
-    return _sample(F.interpolate(small, size=shifted.shape[-2:], mode="bilinear", align_corners=False), back)
+    large = F.interpolate(small, size=shifted.shape[-2:], mode="bilinear", align_corners=False)
+    if blocky is not None:
+        large = torch.where(blocky.view(-1, 1, 1, 1), F.interpolate(small, size=shifted.shape[-2:]), large)
+    return _sample(large, back)
 
 
 def _resolution(x: torch.Tensor, p: dict[str, torch.Tensor], cfg: Resolution) -> torch.Tensor:
     """Down-sampled to a random field size (the coarse pixels at a random sub-pixel phase, as a scanner's grid falls
     anywhere on the page) and enlarged back; and/or a Gaussian blur of random width."""
     n, _, h, w = x.shape
-    out, sizes, there, back = x, p["low_size"], p["low_there"], p["low_back"]
+    out, sizes, there, back, blocky = x, p["low_size"], p["low_there"], p["low_back"], p.get("low_blocky")
     if not _fixed_shapes(x):
         # the chosen digits only, one resize per size drawn (the parameters are CPU tensors: nothing waits)
         if sizes.any():
@@ -351,14 +360,15 @@ def _resolution(x: torch.Tensor, p: dict[str, torch.Tensor], cfg: Resolution) ->
             for size in sizes[sizes > 0].unique().tolist():  # at most low_max − low_min + 1
                 index = (sizes == size).nonzero().squeeze(1)
                 shifted = _sample(x[index], _shift_grid(there[index], h, w))
-                out[index] = _coarse(shifted, _shift_grid(back[index], h, w), size)
+                out[index] = _coarse(shifted, _shift_grid(back[index], h, w), size,
+                                     None if blocky is None else blocky[index])
     elif cfg.p_low:
         # every digit at every size, each keeping its own: fixed shapes, nothing read back to the host. The shifts
         # do not depend on the size: their grids and the shifted digits are made once (a launch-bound GPU step
         # spends most of its time making each kernel's launch, not running it).
         shifted, back = _sample(x, _shift_grid(there, h, w)), _shift_grid(back, h, w)
         for size in range(cfg.low_min, cfg.low_max + 1):
-            out = torch.where((sizes == size).view(n, 1, 1, 1), _coarse(shifted, back, size), out)
+            out = torch.where((sizes == size).view(n, 1, 1, 1), _coarse(shifted, back, size, blocky), out)
     if cfg.p_blur and (_fixed_shapes(x) or p["blur_any"].any()):
         kernel = p["blur_kernel"]
         radius = (kernel.shape[1] - 1) // 2
