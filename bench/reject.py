@@ -33,7 +33,8 @@ TARGETS = {  # issue 22's acceptance; best's accuracy: within today's seed sprea
     "fast": {"nondigits": 0.80, "mnist_rejected": 0.01, "accuracy": 0.99},
 }
 SHOWN = 20  # non-digits still read as digits, listed per checkpoint
-COLOURS = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14), (140, 86, 75)]
+COLOURS = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14), (140, 86, 75),
+           (227, 119, 194), (127, 127, 127)]
 
 
 def read(paths: list[Path]) -> tuple[torch.Tensor, np.ndarray]:
