@@ -72,14 +72,16 @@ def start(args: list[str], cwd: Path, stop: tuple[str, int] | None = None, host:
 
 def finish(*processes: subprocess.Popen, timeout: float = 300) -> list[subprocess.CompletedProcess]:
     """Wait for each process; one still running after ``timeout`` fails the test with what it printed so far."""
+    outputs = []
     try:
-        outputs = [p.communicate(timeout=timeout) for p in processes]
-    except subprocess.TimeoutExpired:
-        stuck = [p for p in processes if p.poll() is None]
-        for p in stuck:  # with the processes each started (its own group)
-            os.killpg(p.pid, signal.SIGKILL)
-        stderr = "\n".join(p.communicate()[1][-4000:] for p in stuck)
-        pytest.fail(f"still running after {timeout:.0f} s; it printed, at the end:\n{stderr}")
+        for p in processes:
+            outputs.append(p.communicate(timeout=timeout))
+    except subprocess.TimeoutExpired as late:  # what it printed so far is in the exception, not in the pipes
+        for p in processes:  # with the processes each started (its own group)
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+        stderr = late.stderr.decode(errors="replace") if isinstance(late.stderr, bytes) else late.stderr or ""
+        pytest.fail(f"still running after {timeout:.0f} s; it printed, at the end:\n{stderr[-6000:]}")
     return [subprocess.CompletedProcess(p.args, p.returncode, *out) for p, out in zip(processes, outputs)]
 
 
