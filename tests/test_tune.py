@@ -72,10 +72,8 @@ def start(args: list[str], cwd: Path, stop: tuple[str, int] | None = None, host:
 
 def finish(*processes: subprocess.Popen, timeout: float = 300) -> list[subprocess.CompletedProcess]:
     """Wait for each process; one still running after ``timeout`` fails the test with what it printed so far."""
-    outputs = []
     try:
-        for p in processes:
-            outputs.append(p.communicate(timeout=timeout))
+        outputs = [p.communicate(timeout=timeout) for p in processes]
     except subprocess.TimeoutExpired as late:  # what it printed so far is in the exception, not in the pipes
         for p in processes:  # with the processes each started (its own group)
             if p.poll() is None:
