@@ -461,6 +461,8 @@ def test_ddp_with_two_cpu_processes_inside_each_trial_writes_one_result_per_tria
                      "--trainer.strategy", "ddp")
     run, = finish(start(args, tmp_path), timeout=180)  # about 20 s alone here
     assert run.returncode == 0, problems(run.stderr)
+    assert "terminate called" not in run.stderr and "ended with exit status" not in run.stderr, \
+        "every rank of every trial exits cleanly"
     trials = study(embedded(tmp_path)).get_trials()
     assert [t.number for t in trials] == [0, 1] and states(trials) == ["COMPLETE"] * 2
     for t in trials:

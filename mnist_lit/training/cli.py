@@ -6,6 +6,7 @@ with the package as :mod:`mnist_lit.configs`; any option given after it override
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import signal
@@ -17,6 +18,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any, Literal
 
+import torch
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar, TQDMProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
@@ -266,7 +268,17 @@ def main(argv: list[str]) -> int:
         if first_process():
             print(f"error: {one_line(err)}", file=sys.stderr)
         return 1
+    atexit.unregister(destroy_process_group)  # once, however many fits this process runs (tune)
+    atexit.register(destroy_process_group)  # after a success only: a failed rank's peers may be stuck in a collective
     return 0
+
+
+def destroy_process_group() -> None:
+    """A process that exits with its gloo process group alive can abort at the very end ("terminate called without an
+    active exception", pytorch/pytorch#190489): its DDP launcher, or tune, takes that for a crashed rank. Lightning
+    destroys the group at exit for NCCL only; this does for every backend, while the interpreter is still whole."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 def no_tips(record: logging.LogRecord) -> bool:

@@ -22,6 +22,7 @@ import os
 import re
 import signal
 import socket
+import subprocess
 import sys
 import time
 import warnings
@@ -66,6 +67,7 @@ MONITOR = "val/acc"
 HEARTBEAT = 60  # seconds; a trial that stops beating for twice as long is failed (and retried) by the others
 RETRIES = 2  # times a trial cut off is run again with the same options
 POLL = 2.0  # seconds between looks at the study while waiting for trials of other processes
+RANKS_EXIT = 60  # seconds the other ranks of a trial's DDP fit get to exit after rank 0's fit returned
 FOLLOW_WAIT = datetime.timedelta(days=7)  # how long torchrun's other ranks wait for rank 0's next trial
 
 
@@ -79,12 +81,13 @@ class Running:
 
     trial: optuna.Trial | None = None
     callback: TrialReport | None = None
+    ranks: list[subprocess.Popen] | None = None  # the fit's other ranks, when Lightning's DDP launcher started them
     epochs: int = 0
     best: float | None = None
     diverged: bool = False
 
     def start(self, trial: optuna.Trial) -> None:
-        self.trial, self.callback, self.epochs, self.best, self.diverged = trial, None, 0, None, False
+        self.trial, self.callback, self.ranks, self.epochs, self.best, self.diverged = trial, None, None, 0, None, False
 
 
 RUNNING = Running()
@@ -104,6 +107,10 @@ class TrialReport(PyTorchLightningPruningCallback):
         super().__init__(RUNNING.trial, monitor)  # type: ignore[arg-type]
         if RUNNING.trial is not None:
             RUNNING.callback = self
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if self._trial is not None:
+            RUNNING.ranks = getattr(trainer.strategy.launcher, "procs", None)
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._trial is not None:
@@ -422,8 +429,9 @@ class Tune:
 
     def _after_fit(self, environ: dict[str, str], argv: list[str]) -> None:
         """What one fit leaves in the process, put back for the next: the variables Lightning's DDP launcher sets (a
-        LOCAL_RANK left behind would make the next fit wait for ranks nobody starts), the argv the fit set, the process
-        group of the ranks that launcher started (they are gone). Under torchrun the ranks stay for every trial."""
+        LOCAL_RANK left behind would make the next fit wait for ranks nobody starts), the argv the fit set, the ranks
+        that launcher started and their process group. Under torchrun the ranks stay for every trial."""
+        self._end_ranks()
         sys.argv[:] = argv
         os.environ.clear()
         os.environ.update(environ)
@@ -432,6 +440,21 @@ class Tune:
         self.signals.rearm()
         RUNNING.trial = None
         gc.collect()  # the fit's objects hold one another in cycles: without this each trial's data stays (55 MB)
+
+    def _end_ranks(self) -> None:
+        """Wait for the ranks Lightning's launcher started for the fit to exit (while this process still serves their
+        store), then empty its list of them: the launcher's observer thread polls that list every 5 s for the rest of
+        this process's life, and SIGKILLs this process, and the next trial's ranks with it, if any of them ended badly."""
+        ranks = RUNNING.ranks or []
+        for rank, child in enumerate(ranks, start=1):
+            try:
+                child.wait(timeout=RANKS_EXIT)
+            except subprocess.TimeoutExpired:  # stuck in a collective rank 0 left (its fit failed)
+                child.kill()
+                child.wait()
+            if child.returncode:
+                print(f"tune: rank {rank} of this trial ended with exit status {child.returncode}", file=sys.stderr)
+        ranks.clear()
 
     def publish(self, argv: list[str] | None) -> None:
         """Under torchrun: tell the other ranks the next trial's fit (None: there is none)."""
