@@ -444,7 +444,8 @@ class Tune:
     def _end_ranks(self) -> None:
         """Wait for the ranks Lightning's launcher started for the fit to exit (while this process still serves their
         store), then empty its list of them: the launcher's observer thread polls that list every 5 s for the rest of
-        this process's life, and SIGKILLs this process, and the next trial's ranks with it, if any of them ended badly."""
+        this process's life, and SIGKILLs this process, and the next trial's ranks with it, if one of them ended
+        badly."""
         ranks = RUNNING.ranks or []
         for rank, child in enumerate(ranks, start=1):
             try:
