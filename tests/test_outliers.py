@@ -199,6 +199,10 @@ def test_typed_characters_leave_out_digits_and_their_look_alikes():
         assert set(chars) <= set(outliers.CHARACTERS) and len(chars) >= 70  # each font has most of them
 
 
+def test_handwritten_characters_are_ones_the_typed_outliers_may_show():
+    assert set(outliers.HANDWRITTEN) <= set(outliers.CHARACTERS)
+
+
 def test_the_one_filter_catches_a_stroke_drawn_like_a_1():
     page = Image.new("L", (280, 280), 255)
     ImageDraw.Draw(page).line([(150, 40), (135, 240)], fill=0, width=20)

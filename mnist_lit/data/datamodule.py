@@ -42,8 +42,8 @@ class Outliers:
     default (``fraction`` 0), which leaves a recipe's batches and random numbers exactly as without it.
 
     Training outliers: Fashion-MNIST's training split (``mnist_lit.data.outliers.provision_fashion``) and a pool of
-    synthetic pen strokes, scribbles and typed non-digit characters (``synthetic_outliers``), each read through
-    ``predict-images``' preprocessing. Validation outliers, which choose the rejection threshold, are held out:
+    synthetic pen strokes, scribbles, doodles and handwritten and typed non-digit characters (``synthetic_outliers``),
+    each read through ``predict-images``' preprocessing. Validation outliers, which choose the rejection threshold, are held out:
     Fashion-MNIST's test split and synthetic ones made with another seed.
 
     Args:

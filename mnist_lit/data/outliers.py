@@ -1,10 +1,10 @@
 """Images that are not digits, for teaching a network to say so (outlier exposure, Hendrycks et al., ICLR 2019).
 
 Two sources: Fashion-MNIST (provisioned and verified like MNIST, in torchvision's ``FashionMNIST/raw`` layout) and
-synthetic outliers made on the fly: pen strokes, scribbles, doodles and typed characters that are not digit
-look-alikes, each rendered as a user image (the drawing page's 280×280 canvas and pen, or a photo of ink on paper)
-and read through :func:`mnist_lit.data.preprocess.to_mnist`, exactly as ``predict-images`` reads a file. A network
-only ever sees what that preprocessing makes of an image, so that is what its outliers must look like.
+synthetic outliers made on the fly: pen strokes, scribbles, doodles, and handwritten and typed characters that
+are not digit look-alikes, each rendered as a user image (the drawing page's 280×280 canvas and pen, or a photo of
+ink on paper) and read through :func:`mnist_lit.data.preprocess.to_mnist`, exactly as ``predict-images`` reads a
+file. A network only ever sees what that preprocessing makes of an image, so that is what its outliers must look like.
 Plain torch/numpy/PIL: no Lightning.
 """
 
@@ -119,10 +119,10 @@ CHARACTERS = (
 
 WORDS_FROM = "AEFHKMNRUVWXdhkmnpuvwx"  # short typed "words" (2–3 characters) are drawn from these
 
-KINDS = ("scribble", "strokes", "doodle", "typed", "texture")
-KIND_WEIGHTS = (0.2, 0.27, 0.15, 0.33, 0.05)
+KINDS = ("scribble", "strokes", "doodle", "typed", "texture", "hand")
+KIND_WEIGHTS = (0.18, 0.22, 0.14, 0.26, 0.05, 0.15)
 # The pen's width relative to the figure, per kind: a dense scribble with a thick pen is a filled blob.
-PEN_RANGE = {"scribble": (0.04, 0.12), "strokes": (0.05, 0.25), "doodle": (0.05, 0.2)}
+PEN_RANGE = {"scribble": (0.04, 0.12), "strokes": (0.05, 0.25), "doodle": (0.05, 0.2), "hand": (0.05, 0.18)}
 PHOTO_CHANCE = 0.35  # the rest are drawings as on the page: black ink on white
 MAX_TRIES = 20
 
@@ -165,7 +165,8 @@ def _one_outlier(rng: np.random.Generator, fonts: list[tuple[Path, str]]) -> tor
         elif kind == "texture":
             page = _texture(rng)
         else:
-            strokes = {"scribble": _scribble, "strokes": _random_strokes, "doodle": _doodle}[kind](rng)
+            draw = {"scribble": _scribble, "strokes": _random_strokes, "doodle": _doodle, "hand": _handwritten}[kind]
+            strokes = draw(rng)
             page = _draw(strokes, rng, PEN_RANGE[kind])
         if kind == "texture" or rng.random() < PHOTO_CHANCE:
             page = _photo(page, rng)
@@ -391,6 +392,62 @@ def _doodle(rng: np.random.Generator) -> Strokes:
     skew = np.array([[rng.uniform(0.75, 1.25), rng.uniform(-0.25, 0.25)], [rng.uniform(-0.2, 0.2), 1.0]])
     angle = rng.uniform(-0.35, 0.35)
     return [_rotate(_jitter(_densify(s), rng, 0.03) @ skew, angle) for s in strokes]
+
+
+def _arc(cx: float, cy: float, rx: float, ry: float, start: float, extent: float) -> list[list[float]]:
+    """Points of an elliptic arc in a letter's box (y down: 90° is the bottom), angles in degrees."""
+    theta = np.radians(np.linspace(start, start + extent, 12))
+    return np.stack([cx + rx * np.cos(theta), cy + ry * np.sin(theta)], 1).tolist()
+
+
+# Letters and symbols of CHARACTERS as a hand writes them: strokes in a unit box, x right, y down (lowercase letters
+# from 0.4 down, with their ascenders and descenders). Typed glyphs alone taught the network what fonts look like,
+# not what a pen on the page does with the same letters.
+_BOWL = [[0, 0], [0.45, 0], *_arc(0.45, 0.25, 0.3, 0.25, -90, 180), [0.45, 0.5], [0, 0.5]]  # P's and R's
+HANDWRITTEN: Mapping[str, list[list[list[float]]]] = {
+    "A": [[[0, 1], [0.5, 0], [1, 1]], [[0.22, 0.62], [0.78, 0.62]]],
+    "E": [[[0.9, 0], [0, 0], [0, 1], [0.9, 1]], [[0, 0.5], [0.7, 0.5]]],
+    "F": [[[0.9, 0], [0, 0], [0, 1]], [[0, 0.48], [0.7, 0.48]]],
+    "H": [[[0, 0], [0, 1]], [[0.8, 0], [0.8, 1]], [[0, 0.5], [0.8, 0.5]]],
+    "K": [[[0, 0], [0, 1]], [[0.8, 0], [0, 0.6]], [[0.25, 0.42], [0.85, 1]]],
+    "L": [[[0, 0], [0, 1], [0.7, 1]]],
+    "M": [[[0, 1], [0.08, 0], [0.5, 0.65], [0.92, 0], [1, 1]]],
+    "N": [[[0, 1], [0, 0], [0.8, 1], [0.8, 0]]],
+    "P": [[[0, 1], [0, 0]], _BOWL],
+    "R": [[[0, 1], [0, 0]], _BOWL, [[0.3, 0.5], [0.85, 1]]],
+    "U": [[[0, 0], [0, 0.6], *_arc(0.4, 0.6, 0.4, 0.4, 180, -180), [0.8, 0]]],
+    "V": [[[0, 0], [0.5, 1], [1, 0]]],
+    "W": [[[0, 0], [0.25, 1], [0.5, 0.3], [0.75, 1], [1, 0]]],
+    "X": [[[0, 0], [1, 1]], [[1, 0], [0, 1]]],
+    "d": [_arc(0.35, 0.72, 0.33, 0.28, 0, 360), [[0.7, 0], [0.7, 1]]],
+    "h": [[[0, 0], [0, 1]], [[0, 0.62], *_arc(0.33, 0.62, 0.33, 0.2, 180, 180), [0.66, 1]]],
+    "k": [[[0, 0], [0, 1]], [[0.6, 0.4], [0, 0.75]], [[0.2, 0.65], [0.65, 1]]],
+    "m": [[[0, 0.4], [0, 1]], [[0, 0.55], *_arc(0.25, 0.55, 0.25, 0.13, 180, 180), [0.5, 1]],
+          [[0.5, 0.55], *_arc(0.75, 0.55, 0.25, 0.13, 180, 180), [1, 1]]],
+    "n": [[[0, 0.4], [0, 1]], [[0, 0.58], *_arc(0.3, 0.58, 0.3, 0.16, 180, 180), [0.6, 1]]],
+    "p": [[[0, 0], [0, 1]], _arc(0.3, 0.28, 0.3, 0.26, 0, 360)],
+    "u": [[[0, 0.4], [0, 0.8], *_arc(0.3, 0.8, 0.3, 0.2, 180, -180)], [[0.6, 0.4], [0.6, 1]]],
+    "%": [_arc(0.2, 0.2, 0.15, 0.18, 0, 360), _arc(0.8, 0.8, 0.15, 0.18, 0, 360), [[0.9, 0], [0.1, 1]]],
+    "=": [[[0, 0.35], [1, 0.35]], [[0, 0.65], [1, 0.65]]],
+    "<": [[[1, 0], [0, 0.5], [1, 1]]],
+    ">": [[[0, 0], [1, 0.5], [0, 1]]],
+    "π": [[[0, 0.1], [1, 0.1]], [[0.3, 0.1], [0.25, 1]], [[0.7, 0.1], [0.75, 1]]],
+    "И": [[[0, 0], [0, 1], [0.8, 0], [0.8, 1]]],
+    "Л": [[[0, 1], [0.3, 0], [0.8, 0], [0.8, 1]]],
+    "Ш": [[[0, 0], [0, 1], [1, 1], [1, 0]], [[0.5, 0], [0.5, 1]]],
+    "Ж": [[[0.5, 0], [0.5, 1]], [[0, 0], [0.5, 0.5], [1, 0]], [[0, 1], [0.5, 0.5], [1, 1]]],
+}
+
+
+def _handwritten(rng: np.random.Generator) -> Strokes:
+    """A letter or symbol of HANDWRITTEN as a hand writes it: its corners moved a little, wider or narrower, then
+    jittered, skewed and turned as the doodles are."""
+    strokes = HANDWRITTEN[list(HANDWRITTEN)[rng.integers(len(HANDWRITTEN))]]
+    wide = np.array([rng.uniform(0.7, 1.3), 1.0])
+    moved = [(np.array(s, dtype=np.float64) + rng.normal(0, 0.04, (len(s), 2))) * wide for s in strokes]
+    skew = np.array([[1.0, 0.0], [rng.uniform(-0.3, 0.3), 1.0]])  # slanted writing, either way
+    angle = rng.uniform(-0.25, 0.25)
+    return [_rotate(_jitter(_densify(s), rng, 0.025) @ skew, angle) for s in moved]
 
 
 def _densify(points: np.ndarray, per_unit: float = 30) -> np.ndarray:
