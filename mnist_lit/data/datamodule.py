@@ -43,8 +43,8 @@ class Outliers:
 
     Training outliers: Fashion-MNIST's training split (``mnist_lit.data.outliers.provision_fashion``) and a pool of
     synthetic pen strokes, scribbles, doodles and handwritten and typed non-digit characters (``synthetic_outliers``),
-    each read through ``predict-images``' preprocessing. Validation outliers, which choose the rejection threshold, are held out:
-    Fashion-MNIST's test split and synthetic ones made with another seed.
+    each read through ``predict-images``' preprocessing. Validation outliers, which choose the rejection threshold,
+    are held out: Fashion-MNIST's test split and synthetic ones made with another seed.
 
     Args:
         fraction: outliers added to each training batch, as a fraction of ``--data.batch_size`` (0.25 with batch
