@@ -63,7 +63,13 @@ def fit(root: Path, datamodule, epochs: int = 2, outlier_weight: float = 0.5, ck
 
 def test_a_run_with_outliers_writes_a_rule_that_readers_use(tiny_data, tmp_path):
     shapes = BatchShapes()
-    trainer = fit(tmp_path, tiny_data(outliers=OUTLIERS), callbacks=(shapes,))
+    datamodule = tiny_data(outliers=OUTLIERS)
+    pools = Path(datamodule.hparams.data_dir) / "outliers"
+    pools.mkdir(parents=True, exist_ok=True)
+    stale, other_size = pools / "synthetic-200-seed0-000000000000.pt", pools / "synthetic-50-seed0-000000000000.pt"
+    for path in (stale, other_size):
+        torch.save(torch.zeros(1), path)  # pools an older generator made
+    trainer = fit(tmp_path, datamodule, callbacks=(shapes,))
 
     # every training batch: 32 digits, their labels and 8 outliers (a quarter of the batch), as the network sees them
     assert shapes.shapes == [[(32, 28, 28), (32,), (8, 28, 28)]] * 8
@@ -93,7 +99,9 @@ def test_a_run_with_outliers_writes_a_rule_that_readers_use(tiny_data, tmp_path)
     images = EventAccumulator(str(tmp_path / "run" / "version_0")).Reload().Tags()["images"]
     assert {"train/images", "train/outliers"} <= set(images)
 
-    kept = {p.name.rsplit("-", 1)[0]: p for p in (Path(trainer.datamodule.hparams.data_dir) / "outliers").iterdir()}
+    assert not stale.exists(), "an older generator's pool of the same size and seed is deleted once replaced"
+    other_size.unlink()
+    kept = {p.name.rsplit("-", 1)[0]: p for p in pools.iterdir()}
     assert sorted(kept) == ["synthetic-100-seed1", "synthetic-200-seed0"], "the pools, kept for the next run"
     assert torch.equal(torch.load(kept["synthetic-200-seed0"], weights_only=True), trainer.datamodule.outlier_pool)
 

@@ -241,7 +241,8 @@ class MNISTDataModule(L.LightningDataModule):
         """``synthetic_outliers(n, seed)``, kept in ``<data_dir>/outliers/`` after the first run: rendering and
         reading each one as predict-images would takes milliseconds, half a CPU minute for a pool, about ``fast``'s
         whole training, so every CPU makes a share (1,000 images at least). The file's name carries the
-        generator's source digest, so a changed generator makes anew."""
+        generator's source digest, so a changed generator makes anew, and its older pools of the same size and seed
+        (about 8 MB each) are deleted then."""
         digest = hashlib.sha256(Path(inspect.getsourcefile(synthetic_outliers)).read_bytes()).hexdigest()[:12]
         path = Path(self.hparams.data_dir) / "outliers" / f"synthetic-{n}-seed{seed}-{digest}.pt"
         try:
@@ -254,6 +255,9 @@ class MNISTDataModule(L.LightningDataModule):
         path.parent.mkdir(parents=True, exist_ok=True)
         with replaced_on_success(path) as tmp:
             torch.save(images, tmp)
+        for stale in path.parent.glob(f"synthetic-{n}-seed{seed}-*.pt"):
+            if stale != path:
+                stale.unlink(missing_ok=True)
         return images
 
     def _loader(self, dataset: InMemoryMNIST, batch_size: int, sampler: Sampler | None = None,
