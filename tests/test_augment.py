@@ -101,11 +101,14 @@ def test_the_digit_stays_inside_the_field(digits):
     strong = best()
     strong.affine = Affine(rotation=30, scale=0.3, aspect=0.3, shear=30, translate=10)
     strong.elastic = Elastic(alpha=3)
+    ring = torch.ones(28, 28, dtype=torch.bool)
+    ring[1:-1, 1:-1] = False
     for cfg in (best(), strong):
+        geometry = augment(digits, replace(cfg, resolution=Resolution()), torch.Generator().manual_seed(0))[:, 0]
+        assert geometry[:, ring].max() < 255 * INK, "ink reached the field's outer ring"
+        # a coarse pixel (up to 28/11 fine ones) may straddle the ring, faintly; a digit pushed out would be solid
         out = augment(digits, cfg, torch.Generator().manual_seed(0))[:, 0]
-        ring = torch.ones(28, 28, dtype=torch.bool)
-        ring[1:-1, 1:-1] = False
-        assert out[:, ring].max() < 255 * INK, "ink reached the field's outer ring"
+        assert out[:, ring].max() < 255 / 4, "ink reached the field's outer ring"
         assert (out.flatten(1).amax(dim=1) > 255 * 2 * INK).all(), "a digit vanished"
     assert out.shape == (512, 28, 28) and out.min() >= 0 and out.max() <= 255
 
