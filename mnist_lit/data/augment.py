@@ -15,8 +15,8 @@ The families, in the order they are applied (each off at its default, so the def
    in square blocks), or blurred;
 3. geometry: affine (rotation, scale with an aspect change, shear/slant, translation) and an elastic distortion
    (a smooth random displacement field), one ``grid_sample`` for both. The digit is kept inside the 28×28 field: a
-   transform that would push its ink (every pixel above ``INK``, blur included) out is scaled down and its
-   translation clamped;
+   transform that would push any of its ink out (the faint edge of a blurred or coarse pixel too: the contrast's
+   grey-level curve can darken it) is scaled down and its translation clamped;
 4. ink contrast: a grey pencil rather than a black marker (the ink's peak and its grey-level curve).
 """
 
@@ -30,8 +30,6 @@ import torch.nn.functional as F
 from jsonargparse.typing import ClosedUnitInterval, NonNegativeFloat, PositiveFloat, PositiveInt
 
 from mnist_lit.common.errors import UserError
-
-INK = 0.05  # pixels brighter than this (of 1) are ink: they are kept inside the field
 
 
 @dataclass
@@ -264,10 +262,10 @@ def _stroke(x: torch.Tensor, amount: torch.Tensor) -> torch.Tensor:
 
 
 def _ink_box(x: torch.Tensor, field: torch.Tensor) -> torch.Tensor:
-    """Each image's ink bounding box in normalized coordinates (x0, y0, x1, y1), pixel centres in −1..1.
-    ``field``: (w, h), float32, on x's device."""
+    """Each image's ink bounding box (every pixel that is not blank) in normalized coordinates (x0, y0, x1, y1),
+    pixel centres in −1..1. ``field``: (w, h), float32, on x's device."""
     n, _, h, w = x.shape
-    ink = x[:, 0] > INK
+    ink = x[:, 0] > 0
     rows, cols = ink.any(dim=2), ink.any(dim=1)
     coords_y = torch.arange(h, device=x.device).expand(n, h)
     coords_x = torch.arange(w, device=x.device).expand(n, w)

@@ -396,8 +396,7 @@ def _doodle(rng: np.random.Generator) -> Strokes:
 
 def _arc(cx: float, cy: float, rx: float, ry: float, start: float, extent: float) -> list[list[float]]:
     """Points of an elliptic arc in a letter's box (y down: 90° is the bottom), angles in degrees."""
-    theta = np.radians(np.linspace(start, start + extent, 12))
-    return np.stack([cx + rx * np.cos(theta), cy + ry * np.sin(theta)], 1).tolist()
+    return (_circle(12, math.radians(start), math.radians(extent)) * [rx, ry] + [cx, cy]).tolist()
 
 
 # Letters and symbols of CHARACTERS as a hand writes them: strokes in a unit box, x right, y down (lowercase letters
