@@ -30,9 +30,10 @@ def main() -> None:
     runs = [float(line.split("|")[4].strip(" %")) for line in body[:end + 1] if line.split("|")[2].strip() == str(full)]
     mean = ["", f"Mean over the {len(runs)} full-recipe run(s): {mean_sd(runs)} % (sd)."] * bool(runs)
     write(out, header("`best` recipe: test accuracy per seed",
-                      "The checkpoint is selected on the validation split; the test accuracy is that checkpoint's on the "
-                      "official 10,000 test digits. Each run adds its row (`python -m bench.best --seed N [--epochs E]`); "
-                      "the date, machine and commit above are the last row's, each row's own are in its notes.")
+                      "The checkpoint is selected on the validation split; the test accuracy is that checkpoint's on "
+                      "the official 10,000 test digits. Each run adds its row (`python -m bench.best --seed N "
+                      "[--epochs E]`); the date, machine and commit above are the last row's, each row's own are in "
+                      "its notes.")
           + body[:end + 1] + mean + body[end + 1 + (body[end + 1:end + 3] == ["", ""]):])  # the old mean's blank goes
 
 

@@ -142,12 +142,14 @@ def trainer_fit(name: str, seed: int, epochs: int, data_dir: str = DATA_DIR, cal
     if compile_net:
         net.net.compile()  # in place: the state_dict keeps its keys; compile time counts as training time
     trainer = L.Trainer(max_epochs=epochs, limit_val_batches=0, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, precision=precision, callbacks=list(callbacks))
+                        enable_progress_bar=False, enable_model_summary=False, precision=precision,
+                        callbacks=list(callbacks))
     start = time.perf_counter()
     trainer.fit(net, datamodule=dm)
     seconds = time.perf_counter() - start
     acc = trainer.test(net, datamodule=dm, verbose=False)[0]["test/acc"] if test else None
-    return {"seconds": seconds, "samples": trainer.num_training_batches * cfg["data"]["batch_size"] * epochs, "acc": acc}
+    return {"seconds": seconds, "samples": trainer.num_training_batches * cfg["data"]["batch_size"] * epochs,
+            "acc": acc}
 
 
 def plain_loop(name: str, seed: int, epochs: int, steps: int | None = None, bare: bool = False, device: str = "cpu",
@@ -198,7 +200,8 @@ def plain_loop(name: str, seed: int, epochs: int, steps: int | None = None, bare
     warmup, schedulers = hp["warmup_steps"], torch.optim.lr_scheduler
     schedule = (schedulers.OneCycleLR(opt, max_lr=hp["lr"], total_steps=epochs * per_epoch, pct_start=hp["pct_start"],
                                       cycle_momentum=False)  # as tuomaso/train_mnist_fast: per batch, beta1 fixed
-                if hp["scheduler"] == "onecycle" else schedulers.LinearLR(opt, 1 / warmup, 1.0, warmup) if warmup else None)
+                if hp["scheduler"] == "onecycle"
+                else schedulers.LinearLR(opt, 1 / warmup, 1.0, warmup) if warmup else None)
 
     def test_accuracy() -> float:
         net.eval()

@@ -283,9 +283,10 @@ def render_options() -> None:
               "minus the second's, plus the sanity check, plus the first validation pass minus the last). eval s/pass: "
               "the last validation pass, every validation dataloader of the recipe (the 5,000 validation and 10,000 "
               "test images; with outlier exposure, its validation outliers and augmented validation digits too) at "
-              "`--data.eval_batch_size` (1,000, or 10,000 for `eval10000` and `all`). fit s: the whole `fit`, start to end, its final test "
-              "included. Accuracies after the two short epochs (val: the second epoch's; test: the checkpoint the "
-              "fit tested), one seed: a speed-up that costs accuracy shows as a drop well beyond the others' spread."]
+              "`--data.eval_batch_size` (1,000, or 10,000 for `eval10000` and `all`). fit s: the whole `fit`, start "
+              "to end, its final test included. Accuracies after the two short epochs (val: the second epoch's; test: "
+              "the checkpoint the fit tested), one seed: a speed-up that costs accuracy shows as a drop well beyond "
+              "the others' spread."]
     for name, t in tut.items():
         theirs, base = t["seconds"] * t["per_epoch"] / t["steps"], defaults.get(name)
         lines += ["", f"The tutorials' loop for {name} on this device (`plain_loop`, {t['steps']} steps timed after "

@@ -72,7 +72,8 @@ def main() -> None:
         (f"First prediction for ONE photo, launch to its line on stdout, {opts.repeats} runs: median {startup:.2f} s "
          f"(min {min(latencies):.2f} s, max {max(latencies):.2f} s)."), "",
         ("¹ (count − 1) / (throughput wall time − median first-prediction latency): the rate once Python, torch and "
-         "the checkpoint are loaded; an estimate from two separate runs, noisy when start-up is most of the wall time."),
+         "the checkpoint are loaded; an estimate from two separate runs, "
+         "noisy when start-up is most of the wall time."),
         "", (f"Commands timed: `{SHOWN} --ckpt CKPT --format csv PHOTOS` (and with `--no-preprocess`); `{SHOWN} --ckpt "
              f"CKPT ONE.png`; `{SHOWN} --ckpt CKPT --format csv --sheet contact_sheet.png` with the first "
              f"{SHEET_IMAGES} photos ({shown['correct']} of {SHEET_IMAGES} correct):"),

@@ -64,7 +64,8 @@ async def load_level(port: int, clients: int, total: int, bodies: list[bytes], l
     server_cpu, client_cpu, start = cpu_seconds(server), time.process_time(), time.perf_counter()
     await asyncio.gather(*(client() for _ in range(clients)))
     wall = time.perf_counter() - start
-    cpu = f"{1000 * (cpu_seconds(server) - server_cpu) / total:.1f} + {1000 * (time.process_time() - client_cpu) / total:.1f}"
+    cpu = (f"{1000 * (cpu_seconds(server) - server_cpu) / total:.1f} + "
+           f"{1000 * (time.process_time() - client_cpu) / total:.1f}")
     if not batches:
         raise SystemExit(f"error: no request of {total} was answered with a digit; first errors: {errors[:3]}")
     ms = np.array(latencies) * 1000

@@ -136,8 +136,8 @@ def main() -> None:
                 tables += [f"`{study}`:", "", "```text", result["table"], "```", ""]
                 print(lines[-1], flush=True)
             sections += [*lines, "", *spaces, *tables]
-    intro = ("Each `tune` ran in a fresh folder, trials one after another in its process, each trial scored by its best "
-             f"`val/acc` (5,000 held-out training digits) with seed {TRIAL_SEED}. The recipe's own row, and each "
+    intro = ("Each `tune` ran in a fresh folder, trials one after another in its process, each trial scored by its "
+             f"best `val/acc` (5,000 held-out training digits) with seed {TRIAL_SEED}. The recipe's own row, and each "
              "study's best options, were then trained by `fit` with the same budget and `--select_on val` for each "
              "seed: their val/acc is the kept checkpoint's (mean ± sd, then each value), their test accuracy that "
              "checkpoint's on the official 10,000 test digits. Wall times are of the whole command on a shared "

@@ -26,7 +26,8 @@ if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
 
 
 def tiny_arrays(n_train: int = 300, n_test: int = 100, seed: int = 0):
-    """Random uint8 'digits' whose label is written into the image (a bright bar at row 2 + label), so it is learnable."""
+    """Random uint8 'digits' whose label is written into the image (a bright bar at row 2 + label), so it is
+    learnable."""
     rng = np.random.default_rng(seed)
 
     def make(n: int):
@@ -97,7 +98,8 @@ def ckpt(tmp_path_factory, mnist_dir) -> Path:
     root = tmp_path_factory.mktemp("ckpt")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    with pytest.MonkeyPatch.context() as env:  # the data order follows PL_GLOBAL_SEED, which earlier tests may leave set
+    # the data order follows PL_GLOBAL_SEED, which earlier tests may leave set
+    with pytest.MonkeyPatch.context() as env:
         env.setenv("PL_GLOBAL_SEED", "0")
         torch.manual_seed(0)
         model = MNISTClassifier(net="lenet", normalization="mnist", optimizer="adam", lr=1e-3)

@@ -1,4 +1,5 @@
-"""A real ``serve`` process for the tests: a subprocess on a free port, polled on /health until every worker is ready."""
+"""A real ``serve`` process for the tests: a subprocess on a free port, polled on /health until every worker is
+ready."""
 
 from __future__ import annotations
 
@@ -78,7 +79,8 @@ class ServeProcess:
         return self.err_path.read_text()
 
     def wait_ready(self, timeout: float = 120) -> float:
-        """Seconds until /health answered 200 and the server said so; fails with the server's output if it exits or takes too long."""
+        """Seconds until /health answered 200 and the server said so; fails with the server's output if it exits or
+        takes too long."""
         start = time.monotonic()
         while time.monotonic() - start < timeout:
             if self.proc.poll() is not None:

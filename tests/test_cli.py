@@ -90,14 +90,16 @@ def test_fit_writes_checkpoints_events_and_config(tmp_path, mnist_dir):
     checkpoint["datamodule_hyper_parameters"]["normalization"] = checkpoint["hyper_parameters"].pop("normalization")
     torch.save(checkpoint, version / "checkpoints" / "format-0.1.ckpt")
     options = {"data": {"data_dir": mnist_dir}, "trainer": {"limit_test_batches": 2, "enable_progress_bar": False}}
-    (tmp_path / "test.yaml").write_text(yaml.safe_dump({"ckpt_path": str(version / "checkpoints" / best[0]), **options}))
+    (tmp_path / "test.yaml").write_text(yaml.safe_dump({"ckpt_path": str(version / "checkpoints" / best[0]),
+                                                        **options}))
     runs = cli_together((["test", "--config", "test.yaml"], tmp_path),
                         (["test", "--ckpt_path", str(version / "checkpoints" / "format-0.1.ckpt"), "--data.data_dir",
                           mnist_dir, "--trainer.limit_test_batches", "2", "--trainer.enable_progress_bar", "false"],
                          tmp_path))
     assert all(run.returncode == 0 for run in runs), [run.stderr[-3000:] for run in runs]
     for folder in (version / "test" / Path(best[0]).stem / "version_1", version / "test" / "format-0.1" / "version_0"):
-        assert EventAccumulator(str(folder)).Reload().Scalars("test/acc")[0].value == tested.Scalars("test/acc")[0].value
+        assert (EventAccumulator(str(folder)).Reload().Scalars("test/acc")[0].value
+                == tested.Scalars("test/acc")[0].value)
 
 
 def test_running_again_in_the_same_folder_works(tmp_path, mnist_dir):

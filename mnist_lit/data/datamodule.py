@@ -1,8 +1,8 @@
 """MNIST as a LightningDataModule: provisioning, a fixed train/val split, in-memory batches, augmentation, and
 optionally outlier images ("none of these digits") beside every training batch.
 
-Each split is kept as one uint8 tensor and a whole batch is fetched with one indexing operation; the model
-normalizes the 0–255 pixels itself (its checkpoint carries how). Per-sample PIL transforms are what make the tutorials' loops slow.
+Each split is kept as one uint8 tensor and a whole batch is fetched with one indexing operation; the model normalizes
+the 0–255 pixels itself (its checkpoint carries how). Per-sample PIL transforms are what make the tutorials' loops slow.
 """
 
 from __future__ import annotations

@@ -3,9 +3,9 @@
 The exported model (the same contract in both formats)
 ------------------------------------------------------
 input ``pixels``: **uint8 pixels 0–255**, shape (N, 1, 28, 28), N any batch size, MNIST-style (white digit on black,
-centred; ``mnist_lit.data.preprocess.to_mnist`` makes such images from photos). The checkpoint's normalization (unit, x255,
-mnist or half) is part of the exported graph, so nothing is done to the pixels beforehand. TorchScript also accepts
-float32 0–255 pixels (it casts); the ONNX graph declares uint8.
+centred; ``mnist_lit.data.preprocess.to_mnist`` makes such images from photos). The checkpoint's normalization (unit,
+x255, mnist or half) is part of the exported graph, so nothing is done to the pixels beforehand. TorchScript also
+accepts float32 0–255 pixels (it casts); the ONNX graph declares uint8.
 
 output ``logits``: float32 (N, 10). ``softmax`` gives the probabilities, ``argmax`` the digit.
 

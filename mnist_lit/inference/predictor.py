@@ -161,8 +161,8 @@ def predict_files(predictor: Predictor, paths: Iterable[str | Path], preprocess:
     """Predict the digit in each image file (folders expanded), in input order, ``batch_size`` images at a time; the
     predictor's rule says which do not read as digits.
 
-    A file that fails (missing, not an image, truncated, too large, blank) gets its error message and the others
-    are still predicted. ``preprocess`` is :func:`mnist_lit.data.preprocess.to_mnist`'s: photos and drawings need it, images
+    A file that fails (missing, not an image, truncated, too large, blank) gets its error message and the others are
+    still predicted. ``preprocess`` is :func:`mnist_lit.data.preprocess.to_mnist`'s: photos and drawings need it, images
     already MNIST-like do not. With ``thumbnail_size`` each loaded image also keeps a small RGB copy (contact sheets).
     """
     results: list[FileResult] = []

@@ -1,9 +1,9 @@
 """``python -m mnist_lit.cli serve --ckpt CKPT``: an HTTP prediction API and a draw-a-digit page, on LitServe.
 
 ``POST /predict`` takes ``{"image": "<base64 image file>"}`` (a photo, a scan or a canvas, brought to MNIST's form by
-:func:`mnist_lit.data.preprocess.load_mnist`, exactly as ``predict-images`` does) or ``{"pixels": 28×28 of 0–255}`` (MNIST-like
-already: used as they are) and answers the digit, its probability, the top 3, all ten probabilities and the 28×28
-image the network saw. An image that does not read as a digit (the checkpoint's rule, ``--threshold`` or the
+:func:`mnist_lit.data.preprocess.load_mnist`, exactly as ``predict-images`` does) or ``{"pixels": 28×28 of 0–255}``
+(MNIST-like already: used as they are) and answers the digit, its probability, the top 3, all ten probabilities and the
+28×28 image the network saw. An image that does not read as a digit (the checkpoint's rule, ``--threshold`` or the
 request's ``threshold``: ``mnist_lit.models.rejection``) is an answer like the others, marked ``"is_digit": false``,
 with its score. ``GET /ui/`` is the drawing page; ``GET /health`` is 200 once every worker is ready.
 
@@ -65,7 +65,8 @@ UI_HEADERS = {"Content-Security-Policy": "default-src 'self'; img-src 'self' dat
 
 Byte = Annotated[int, Field(strict=True, ge=0, le=255)]  # a JSON integer: no strings or booleans read as numbers
 Threshold = Annotated[float, Field(strict=True, ge=0, le=1, allow_inf_nan=False)]  # a JSON number, 0 to 1
-Pixels = Annotated[list[Annotated[list[Byte], Field(min_length=28, max_length=28)]], Field(min_length=28, max_length=28)]
+Pixels = Annotated[list[Annotated[list[Byte], Field(min_length=28, max_length=28)]],
+                   Field(min_length=28, max_length=28)]
 
 
 @dataclass
